@@ -133,6 +133,8 @@ class TokenInfo:
     """Scopes the token was granted."""
     relogin_required: bool = False
     """Set when Entra refused the refresh token: only a new sign-in helps."""
+    cooldown_until: float | None = None
+    """Unix time before which no process retries a refresh that just failed, if any."""
 
     def status(self, *, now: float | None = None, buffer_seconds: float = 300.0) -> TokenStatus:
         """Classify the token at ``now``.
