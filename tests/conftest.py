@@ -21,6 +21,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     home = tmp_path / "arc_saga_home"
     monkeypatch.setenv("ARC_SAGA_HOME", str(home))
     yield home
+    # Subscribers and the installed journal are process-wide: leave none behind.
+    from saga_magic.core import events
+
+    events.reset_for_tests()
 
 
 class FakeClock:
