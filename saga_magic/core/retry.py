@@ -10,9 +10,10 @@ Rules (DESIGN.md, PROTOCOLS.md section 3):
   ``retry_after`` on the error (a daily quota's 86400 s reads as what it is).
 * Only :class:`TransientError` (and its subclasses) is retried; anything else propagates at once.
 
-Why not ``backoff.on_exception``: its decorators sleep with a hard-wired ``asyncio.sleep`` (no way to
-inject a clock in tests) and cap the last wait to ``max_time`` (shortening a server wait). We keep
-``backoff``'s wait generator for the schedule and run the loop here, with injected clock and sleep.
+Why not ``backoff.on_exception``: its decorators sleep with a hard-wired ``asyncio.sleep`` (no way
+to inject a clock in tests) and cap the last wait to ``max_time`` (shortening a server wait). We
+keep ``backoff``'s wait generator for the schedule and run the loop here, with injected clock and
+sleep.
 """
 
 from __future__ import annotations
@@ -252,9 +253,9 @@ class RetryPolicy:
                 wait = self.wait_before(attempt - 1, error.retry_after)
                 now = clock()
                 if now + wait > deadline_at:
-                    if error.retry_after is None:
-                        raise
-                    raise self._fail_fast(error, deadline_at - now) from error
+                    if error.retry_after is None or now + error.retry_after <= deadline_at:
+                        raise  # our own backoff is what overruns: not a server-wait fail-fast
+                    raise self._fail_fast(error, error.retry_after, deadline_at - now) from error
                 event = RetryEvent(
                     attempt=attempt,
                     max_attempts=self.max_attempts,
@@ -271,20 +272,18 @@ class RetryPolicy:
                 raise
 
     @staticmethod
-    def _fail_fast(error: TransientError, remaining: float) -> TransientError:
-        assert error.retry_after is not None
+    def _fail_fast(error: TransientError, retry_after: float, remaining: float) -> RateLimitError:
         left = max(0.0, remaining)
-        quota = " (quota exhausted)" if error.retry_after >= 3600 else ""
-        failure = RateLimitError if isinstance(error, RateLimitError) else type(error)
-        return failure(
-            f"{error.message}; the server asks to wait {error.retry_after:.0f} s{quota}, "
+        quota = " (quota exhausted)" if retry_after >= 3600 else ""
+        return RateLimitError(
+            f"{error.message}; the server asks to wait {retry_after:.0f} s{quota}, "
             f"more than the {left:.0f} s left before the deadline",
-            retry_after=error.retry_after,
+            retry_after=retry_after,
             status=error.status,
             code=error.code,
             error_codes=error.error_codes,
             request_id=error.request_id,
             correlation_id=error.correlation_id,
             attempts=error.attempts,
-            hint=f"try again in {error.retry_after:.0f} s",
+            hint=f"try again in {retry_after:.0f} s",
         )
