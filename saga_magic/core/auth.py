@@ -207,12 +207,8 @@ class EntraIDAuthManager:
         if store is None:
             from .store import SQLiteEncryptedTokenStore
 
-            store = SQLiteEncryptedTokenStore(
-                settings.token_store_path,
-                encryption_key=settings.encryption_key,
-                key_path=settings.home / ".token_key",
-                settings=settings,
-            )
+            # Key and key file come from the settings, so errors name their real source.
+            store = SQLiteEncryptedTokenStore(settings.token_store_path, settings=settings)
         try:
             manager = cls(
                 store,

@@ -5,11 +5,11 @@ the HTTP boundary (``auth.py`` / ``engine.py``) and nowhere else::
 
     ArcSagaException                      base of everything raised on purpose
     ├── AuthenticationError               sign-in needed or refused: run ``%copilot login``
-    │   ├── PermissionDeniedError         signed in, but the role is missing (403 / PermissionDenied)
+    │   ├── PermissionDeniedError         signed in, but the role is missing (403)
     │   └── TokenPersistenceError ─┐      refreshed, but the new token could not be saved
     ├── TokenStorageError ─────────┘      the encrypted store: key, file, permissions, corruption
     ├── ConfigurationError                a setting is wrong (endpoint, tenant, client, deployment)
-    ├── InputValidationError (ValueError) the request itself is wrong (too long, filtered, bad option)
+    ├── InputValidationError (ValueError) the request is wrong (too long, filtered, bad option)
     └── TransientError                    worth retrying later (5xx, connection, parse glitch)
         ├── RateLimitError                429 or throttled; ``retry_after`` says how long to wait
         └── RequestTimeoutError (TimeoutError)  408 / 504 / client-side timeout
@@ -41,7 +41,7 @@ class ArcSagaException(Exception):
     Args:
         message: One human sentence saying what went wrong (no secrets).
         status: HTTP status of the answer that caused it, if any.
-        code: OAuth ``error`` (e.g. ``invalid_grant``) or API ``code`` (e.g. ``DeploymentNotFound``).
+        code: OAuth ``error`` (``invalid_grant``) or API ``code`` (``DeploymentNotFound``).
         error_codes: Entra ``AADSTS`` numbers, when the server sent them.
         request_id: ``x-ms-request-id`` / ``apim-request-id`` / ``x-request-id`` of the answer.
         correlation_id: Entra ``correlation_id``, or the client request id we sent.
@@ -101,7 +101,9 @@ class ArcSagaException(Exception):
 
     def __str__(self) -> str:
         parts = [self.message]
-        details = [f"{key}={value}" for key, value in self.context().items() if key != "error_codes"]
+        details = [
+            f"{key}={value}" for key, value in self.context().items() if key != "error_codes"
+        ]
         if self.error_codes:
             details.append("AADSTS" + ",".join(str(code) for code in self.error_codes))
         if details:
@@ -128,7 +130,7 @@ class InputValidationError(ArcSagaException, ValueError):
 
 
 class TokenStorageError(ArcSagaException):
-    """The encrypted token store failed: wrong key, unreadable or corrupt file, loose permissions."""
+    """The encrypted token store failed: wrong key, unreadable or corrupt file, loose modes."""
 
 
 class TokenPersistenceError(AuthenticationError, TokenStorageError):
