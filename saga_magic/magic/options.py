@@ -1,0 +1,335 @@
+"""Options of ``%%copilot`` and the subcommands of ``%copilot``, with their help texts.
+
+Every option and every subcommand carries help (a test walks the parsers). Parsing errors are
+IPython ``UsageError``\\ s: one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+import IPython.core.magic_arguments as _magic_arguments
+from IPython.core.error import UsageError
+from IPython.utils.text import dedent
+
+__all__ = [
+    "FORMATS",
+    "SUBCOMMANDS",
+    "CellOptions",
+    "Subcommand",
+    "cell_arguments",
+    "parse_cell_options",
+    "parse_subcommand",
+    "subcommand_help",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+# IPython's magic_arguments is untyped: use it through Any at this one boundary.
+_args: Any = _magic_arguments
+MagicArgumentParser = _magic_arguments.MagicArgumentParser
+argument: Any = _args.argument
+magic_arguments: Any = _args.magic_arguments
+Format = Literal["markdown", "text", "code", "json"]
+FORMATS: tuple[Format, ...] = ("markdown", "text", "code", "json")
+"""Values of ``--format``."""
+
+
+def cell_arguments(func: F) -> F:
+    """Attach the ``%%copilot`` options (and their help) to the cell magic ``func``.
+
+    Args:
+        func: The cell-magic method.
+
+    Returns:
+        ``func``, with a parser and a generated docstring.
+    """
+    decorators = [
+        magic_arguments(),
+        argument(
+            "--user", metavar="USER", help="user id whose token to use (default: ARC_SAGA_USER)"
+        ),
+        argument("--model", metavar="MODEL", help="model / deployment name sent with the request"),
+        argument("--system", metavar="TEXT", help="system prompt sent before the conversation"),
+        argument(
+            "--max-tokens",
+            metavar="N",
+            type=int,
+            help="cap on the answer's length in tokens (a positive integer)",
+        ),
+        argument(
+            "--temperature", metavar="T", type=float, help="sampling temperature, from 0 to 2"
+        ),
+        argument(
+            "--format",
+            metavar="FORMAT",
+            default="markdown",
+            help="how to render the answer: markdown (default), text, code (fenced code) or json "
+            "(parsed; the cell fails if the answer is not JSON)",
+        ),
+        argument(
+            "-o",
+            "--output",
+            metavar="NAME",
+            help="also store the AIResult in this variable (the last one is always in _copilot)",
+        ),
+        argument(
+            "--no-stream",
+            action="store_true",
+            help="wait for the whole answer instead of streaming it into the cell",
+        ),
+        argument(
+            "--new",
+            action="store_true",
+            help="start a fresh conversation for this user (forget earlier cells)",
+        ),
+    ]
+    decorated: Any = func
+    decorated.argcmd_name = "%copilot"  # usage reads "%%copilot [...]" (IPython adds one "%")
+    for decorator in reversed(decorators):
+        decorated = decorator(decorated)
+    return cast("F", decorated)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellOptions:
+    """The validated options of one ``%%copilot`` cell."""
+
+    user: str | None = None
+    """User id (``None``: the configured default)."""
+    model: str | None = None
+    """Model / deployment name override."""
+    system: str | None = None
+    """System prompt."""
+    max_tokens: int | None = None
+    """Answer length cap."""
+    temperature: float | None = None
+    """Sampling temperature."""
+    format: Format = "markdown"
+    """Rendering of the answer."""
+    output: str | None = None
+    """Variable to store the ``AIResult`` in."""
+    stream: bool = True
+    """Stream the answer as it arrives."""
+    new: bool = False
+    """Start a fresh conversation."""
+
+
+def _split(line: str) -> list[str]:
+    # POSIX rules (quotes removed: --system "be brief"); IPython's arg_split keeps the quotes.
+    try:
+        return shlex.split(line)
+    except ValueError as error:  # unbalanced quotes
+        raise UsageError(f"cannot parse the options: {error}") from None
+
+
+def _check_name(name: str) -> str:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise UsageError(f"-o/--output needs a Python variable name, got {name!r}")
+    return name
+
+
+def parse_cell_options(magic: Callable[..., Any], line: str) -> CellOptions:
+    """Parse and validate the option line of a ``%%copilot`` cell.
+
+    Args:
+        magic: The cell-magic function decorated with :func:`cell_arguments`.
+        line: The text after ``%%copilot``.
+
+    Returns:
+        The options.
+
+    Raises:
+        UsageError: an unknown option, a malformed value, or a value out of range.
+    """
+    parser: MagicArgumentParser = cast("Any", magic).parser
+    args = parser.parse_args(_split(line))
+    if args.format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}; got {args.format!r}")
+    if args.max_tokens is not None and args.max_tokens <= 0:
+        raise UsageError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
+    temperature = args.temperature
+    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
+        raise UsageError(f"--temperature must be between 0 and 2, got {temperature}")
+    for name in ("user", "model"):
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise UsageError(f"--{name} must not be empty")
+    return CellOptions(
+        user=args.user,
+        model=args.model,
+        system=args.system,
+        max_tokens=args.max_tokens,
+        temperature=temperature,
+        format=args.format,
+        output=_check_name(args.output) if args.output is not None else None,
+        stream=not args.no_stream,
+        new=args.new,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Subcommand:
+    """One ``%copilot`` subcommand: its name, one-line summary and parser."""
+
+    name: str
+    """What follows ``%copilot``."""
+    summary: str
+    """One line for ``%copilot help``."""
+    parser: MagicArgumentParser
+    """Parser of its options (every option has help)."""
+
+
+def _parser(
+    name: str, summary: str, *options: tuple[tuple[str, ...], dict[str, Any]]
+) -> Subcommand:
+    parser: MagicArgumentParser = _args.MagicArgumentParser(
+        prog=f"copilot {name}", description=summary
+    )
+    for flags, kwargs in options:
+        parser.add_argument(*flags, **kwargs)
+    return Subcommand(name, summary, parser)
+
+
+_USER = (("--user",), {"metavar": "USER", "help": "user id (default: ARC_SAGA_USER)"})
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    item.name: item
+    for item in (
+        _parser(
+            "status",
+            "token state per user (with expiry countdown), endpoint, and the last request",
+        ),
+        _parser(
+            "login",
+            "sign in with the device-code flow: shows a code and a link, waits (interrupt cancels)",
+            _USER,
+        ),
+        _parser("logout", "forget the stored token of a user", _USER),
+        _parser(
+            "reset",
+            "start a fresh conversation (forget earlier cells)",
+            _USER,
+            (("--all",), {"action": "store_true", "help": "reset every user's conversation"}),
+        ),
+        _parser(
+            "memory",
+            "show the conversation kept per user, or change how many turns it keeps",
+            (
+                ("--turns",),
+                {
+                    "metavar": "N",
+                    "type": int,
+                    "help": "keep at most N question/answer turns per user (default 20)",
+                },
+            ),
+        ),
+        _parser("config", "effective settings (secrets masked)"),
+        _parser(
+            "log",
+            "recent events of this kernel (token refreshes, retries, requests)",
+            (
+                ("-n",),
+                {
+                    "metavar": "N",
+                    "type": int,
+                    "default": 20,
+                    "help": "how many events (default 20)",
+                },
+            ),
+        ),
+        _parser(
+            "sandbox",
+            "start the local Entra ID + chat emulator, point this kernel at it and sign in a "
+            "demo user (zero-setup trial)",
+            (
+                ("--script",),
+                {
+                    "nargs": "+",
+                    "metavar": "ITEM",
+                    "help": "queue faults: an endpoint (chat, token or devicecode) then fault "
+                    "names, e.g. --script chat 429:retry_after=1 ok",
+                },
+            ),
+            (
+                ("--reset",),
+                {"action": "store_true", "help": "clear scripted faults and recorded requests"},
+            ),
+            (
+                ("--stop",),
+                {"action": "store_true", "help": "stop the emulator and restore the settings"},
+            ),
+        ),
+        _parser(
+            "help",
+            "this list; %copilot help SUBCOMMAND (or SUBCOMMAND --help) shows its options",
+            (
+                ("topic",),
+                {"nargs": "?", "metavar": "SUBCOMMAND", "help": "show this subcommand's options"},
+            ),
+        ),
+    )
+}
+"""Subcommands of the ``%copilot`` line magic, in help order."""
+
+
+def subcommand_help(name: str | None = None) -> str:
+    """Return the help of one subcommand, or the overview of all of them.
+
+    Args:
+        name: A subcommand, or ``None`` for the overview.
+
+    Returns:
+        Help text.
+    """
+    if name is not None:
+        return SUBCOMMANDS[name].parser.format_help()
+    width = max(len(item) for item in SUBCOMMANDS)
+    lines = ["%copilot SUBCOMMAND [options]  (see also %%copilot? for the cell magic)", ""]
+    lines += [f"  {item.name:<{width}}  {item.summary}" for item in SUBCOMMANDS.values()]
+    return "\n".join(lines)
+
+
+def parse_subcommand(line: str) -> tuple[str, Any]:
+    """Split a ``%copilot`` line into a subcommand and its parsed options.
+
+    ``-h`` / ``--help`` anywhere, or an empty line, asks for help (returned as ``("help",
+    namespace)`` with ``topic`` set).
+
+    Args:
+        line: The text after ``%copilot``.
+
+    Returns:
+        The subcommand name and an ``argparse.Namespace``.
+
+    Raises:
+        UsageError: an unknown subcommand or option.
+    """
+    words = _split(line)
+    help_parser = SUBCOMMANDS["help"].parser
+    if not words or words[0] in ("-h", "--help"):
+        return "help", help_parser.parse_args([])
+    name, rest = words[0], words[1:]
+    if name not in SUBCOMMANDS:
+        raise UsageError(
+            f"unknown subcommand {name!r}; one of: {', '.join(SUBCOMMANDS)} "
+            "(%%copilot is the cell magic that asks a question)"
+        )
+    if {"-h", "--help"} & set(rest):
+        return "help", help_parser.parse_args([name])
+    return name, SUBCOMMANDS[name].parser.parse_args(rest)
+
+
+def usage_lines() -> str:
+    """Docstring text of the line magic: the overview plus every subcommand's options.
+
+    Returns:
+        Help text.
+    """
+    parts = [subcommand_help()]
+    parts += [item.parser.format_help() for item in SUBCOMMANDS.values()]
+    return dedent("\n".join(parts))
