@@ -1,0 +1,170 @@
+"""The filter bar above the Events panel: level, event name, user and free text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Input, Select
+
+from ..filters import LEVELS, EventFilter
+
+__all__ = ["KNOWN_EVENTS", "FilterBar"]
+
+KNOWN_EVENTS: tuple[str, ...] = (
+    "copilot_auth_failed",
+    "copilot_empty_response",
+    "copilot_error",
+    "copilot_parse_error",
+    "copilot_request_complete",
+    "copilot_request_start",
+    "copilot_retry",
+    "copilot_stream_complete",
+    "copilot_stream_start",
+    "device_code_issued",
+    "device_code_poll",
+    "engine_closed",
+    "login_complete",
+    "login_failed",
+    "logout",
+    "token_persistence_failed",
+    "token_refresh_failed",
+    "token_refresh_failed_auth",
+    "token_refresh_retry",
+    "token_refresh_start",
+    "token_refresh_success",
+    "token_stored",
+)
+"""The core's stable event names (an API): offered in the event filter from the start."""
+
+
+class FilterBar(Horizontal):
+    """Controls that build an :class:`EventFilter` and announce every change.
+
+    Args:
+        id: The widget id.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear", "Clear filters and leave"),
+    ]
+
+    class Changed(Message):
+        """The filter changed.
+
+        Args:
+            event_filter: The new filter.
+        """
+
+        def __init__(self, event_filter: EventFilter) -> None:
+            self.event_filter = event_filter
+            super().__init__()
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._events: set[str] = set(KNOWN_EVENTS)
+        self._users: set[str] = set()
+        self._filter = EventFilter()
+
+    def compose(self) -> ComposeResult:
+        """Lay out the three selects and the text box."""
+        yield Select(
+            [(name, name) for name in LEVELS], prompt="any level", id="filter-level", compact=True
+        )
+        yield Select(
+            [(name, name) for name in sorted(self._events)],
+            prompt="any event",
+            id="filter-event",
+            compact=True,
+        )
+        yield Select([], prompt="any user", id="filter-user", compact=True)
+        yield Input(placeholder="/ search text…", id="filter-text", compact=True)
+
+    @property
+    def event_filter(self) -> EventFilter:
+        """The filter the controls describe."""
+        return self._filter
+
+    def add_event_names(self, names: Iterable[str]) -> None:
+        """Offer more event names (seen in the stream) in the event select.
+
+        Args:
+            names: Event names.
+        """
+        fresh = set(names) - self._events
+        if fresh:
+            self._events |= fresh
+            self._reset_options("#filter-event", self._events)
+
+    def add_users(self, users: Iterable[str | None]) -> None:
+        """Offer more user ids in the user select.
+
+        Args:
+            users: User ids (``None`` is ignored).
+        """
+        fresh = {user for user in users if user} - self._users
+        if fresh:
+            self._users |= fresh
+            self._reset_options("#filter-user", self._users)
+
+    def apply(self, event_filter: EventFilter) -> None:
+        """Set the controls from a filter (the command palette uses this) and announce it.
+
+        Args:
+            event_filter: The filter to show.
+        """
+        if event_filter.event is not None:
+            self.add_event_names([event_filter.event])
+        if event_filter.user is not None:
+            self.add_users([event_filter.user])
+        with self.prevent(Select.Changed, Input.Changed):
+            self._set_select("#filter-level", event_filter.level)
+            self._set_select("#filter-event", event_filter.event)
+            self._set_select("#filter-user", event_filter.user)
+            self.query_one("#filter-text", Input).value = event_filter.text
+        self._announce(event_filter)
+
+    async def action_clear(self) -> None:
+        """Reset every control and hand the focus back to the app (``app.focus_events``)."""
+        self.apply(EventFilter())
+        await self.run_action("app.focus_events")
+
+    @on(Select.Changed)
+    def _select_changed(self, message: Select.Changed) -> None:
+        message.stop()
+        value = None if message.value is Select.NULL else str(message.value)
+        field = {"filter-level": "level", "filter-event": "event", "filter-user": "user"}
+        name = field.get(message.select.id or "")
+        if name is not None:
+            self._announce(self._filter.replace(**{name: value}))
+
+    @on(Input.Changed, "#filter-text")
+    def _text_changed(self, message: Input.Changed) -> None:
+        message.stop()
+        self._announce(self._filter.replace(text=message.value))
+
+    def _announce(self, event_filter: EventFilter) -> None:
+        if event_filter == self._filter:
+            return
+        self._filter = event_filter
+        self.post_message(self.Changed(event_filter))
+
+    def _set_select(self, selector: str, value: str | None) -> None:
+        select: Select[str] = self.query_one(selector, Select)
+        if value is None:
+            select.clear()
+        else:
+            select.value = value
+
+    def _reset_options(self, selector: str, values: set[str]) -> None:
+        select: Select[str] = self.query_one(selector, Select)
+        current = select.value
+        with self.prevent(Select.Changed):
+            select.set_options([(name, name) for name in sorted(values)])
+            if current is not Select.NULL:
+                select.value = current
