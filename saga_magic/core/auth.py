@@ -24,13 +24,12 @@ Decisions where the spec leaves room:
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -38,26 +37,25 @@ from .config import DEFAULT_AUTHORITY_HOST, DEFAULT_SCOPES, Settings, require_se
 from .device import DeviceCodeLogin, DevicePoll, poll_device_login
 from .entra import EntraClient
 from .errors import ArcSagaException, ConfigurationError, TokenStorageError
-from .events import log_with_context, new_op_id
+from .events import new_op_id
+from .jwt import finite_float
 from .protocols import IEncryptedStore
-from .refresh import LocalCoordinator, TokenRefresher, error_fields, grant_state, storage_call
-from .retry import Clock, RetryPolicy, Sleep
+from .refresh import TokenRefresher, emit, error_fields, grant_state, storage_call
+from .retry import Clock, RetryEvent, RetryPolicy, Sleep
 from .types import TokenInfo
+
+if TYPE_CHECKING:
+    from .store import SQLiteEncryptedTokenStore
 
 __all__ = ["DeviceCodeLogin", "DevicePoll", "EntraIDAuthManager"]
 
-_LOG = logging.getLogger("saga.auth")
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")
 
 
 def _check(name: str, value: float, *, positive: bool) -> None:
-    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+    number = finite_float(value)
+    if number is None or not (number > 0 if positive else number >= 0):
         raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}")
-
-
-def _close_resource(resource: object) -> object:
-    close = getattr(resource, "close", None)
-    return close() if callable(close) else None
 
 
 class EntraIDAuthManager:
@@ -167,10 +165,7 @@ class EntraIDAuthManager:
             clock=clock,
             sleep=sleep,
         )
-        self._store = token_store
-        self._owns_store = False
-        self._buffer = float(buffer_seconds)
-        self._deadline = float(refresh_deadline)
+        self._owned_store: SQLiteEncryptedTokenStore | None = None
         self._clock = clock
         self._sleep = sleep
         self._cache = self._refresher.cache
@@ -203,12 +198,14 @@ class EntraIDAuthManager:
         """
         settings = settings if settings is not None else Settings.from_env()
         settings.require("tenant_id", "client_id")
-        owns_store = store is None
+        created: SQLiteEncryptedTokenStore | None = None
         if store is None:
             from .store import SQLiteEncryptedTokenStore
 
             # Key and key file come from the settings, so errors name their real source.
-            store = SQLiteEncryptedTokenStore(settings.token_store_path, settings=settings)
+            store = created = SQLiteEncryptedTokenStore(
+                settings.token_store_path, settings=settings
+            )
         try:
             manager = cls(
                 store,
@@ -220,19 +217,21 @@ class EntraIDAuthManager:
                 http_client=http_client,
             )
         except Exception:
-            if owns_store:
-                _close_resource(store)  # SQLiteEncryptedTokenStore.close() is synchronous
+            if created is not None:
+                created.close()  # not in a coroutine here: nothing to hand off
             raise
-        manager._owns_store = owns_store
+        manager._owned_store = created
         return manager
 
     # -- tokens -----------------------------------------------------------------------------
 
-    async def get_valid_token(self, user_id: str) -> str:
+    async def get_valid_token(self, user_id: str, *, op_id: str | None = None) -> str:
         """Return a non-expired access token for ``user_id``, refreshing when needed.
 
         Args:
             user_id: Whose token.
+            op_id: The caller's operation id, carried by the refresh events this call starts
+                (a new one when ``None``).
 
         Returns:
             The bearer token.
@@ -240,18 +239,22 @@ class EntraIDAuthManager:
         Raises:
             AuthenticationError: no token stored, or Entra wants a new sign-in.
             ConfigurationError: the app registration or a setting is wrong.
-            TokenPersistenceError: refreshed, but the new token could not be saved.
+            TokenPersistenceError: refreshed, but the new token could not be saved (or one
+                could not be saved moments ago: ``code="cooldown"``).
             TokenStorageError: the store cannot be read.
             TransientError: Entra could not be reached within the budget
                 (:class:`~saga_magic.core.errors.RateLimitError` when throttled).
+            ArcSagaException: the manager is closed (``code="closed"``).
         """
         entry = self._cache.get(user_id)
         if entry is not None and self._clock() < entry[0]:
             self.cache_hits += 1
             return entry[1]
-        return (await self._refresher.join(user_id, force=False, rejected=None))[0]
+        return (await self._refresher.join(user_id, force=False, rejected=None, op_id=op_id))[0]
 
-    async def force_refresh(self, user_id: str, *, rejected_token: str | None = None) -> str:
+    async def force_refresh(
+        self, user_id: str, *, rejected_token: str | None = None, op_id: str | None = None
+    ) -> str:
         """Replace a token the API rejected (single-flighted like :meth:`get_valid_token`).
 
         Args:
@@ -259,6 +262,7 @@ class EntraIDAuthManager:
             rejected_token: The token the API refused; a different unexpired token already in
                 the store (saved by another process) is returned without a POST. ``None``:
                 refresh regardless of expiry.
+            op_id: The caller's operation id, carried by the refresh events this call starts.
 
         Returns:
             A new bearer token.
@@ -269,15 +273,16 @@ class EntraIDAuthManager:
             TokenPersistenceError: refreshed, but the new token could not be saved.
             TokenStorageError: the store cannot be read.
             TransientError: Entra could not be reached within the budget.
+            ArcSagaException: the manager is closed (``code="closed"``).
         """
         entry = self._cache.get(user_id)
         if entry is not None and rejected_token in (None, entry[1]):
             del self._cache[user_id]
         join = self._refresher.join
-        token, forced = await join(user_id, force=True, rejected=rejected_token)
+        token, forced = await join(user_id, force=True, rejected=rejected_token, op_id=op_id)
         if not forced and (rejected_token is None or token == rejected_token):
             # We joined a plain refresh, which may have re-used the stored token: force one.
-            token, _ = await join(user_id, force=True, rejected=rejected_token)
+            token, _ = await join(user_id, force=True, rejected=rejected_token, op_id=op_id)
         return token
 
     # -- device-code login -------------------------------------------------------------------
@@ -296,18 +301,34 @@ class EntraIDAuthManager:
             TransientError: Entra could not be reached within the budget.
         """
         op_id = new_op_id()
-        deadline_at = self._clock() + self._deadline
+        deadline_at = self._clock() + self._refresher.deadline
+
+        def on_retry(event: RetryEvent) -> None:
+            emit(
+                logging.WARNING,
+                "device_code_retry",
+                user_id,
+                op_id,
+                attempt=event.attempt,
+                max_attempts=event.max_attempts,
+                wait_s=round(event.wait_s, 3),
+                next_attempt_at=event.next_attempt_at,
+                reason=event.reason,
+                **error_fields(event.error),
+            )
+
         try:
             grant = await self._policy.run(
                 lambda _: self._entra.request_device_code(budget=deadline_at - self._clock()),
                 deadline_at=deadline_at,
                 clock=self._clock,
                 sleep=self._sleep,
+                on_retry=on_retry,
             )
         except ArcSagaException as error:
-            self._emit(logging.WARNING, "login_failed", user_id, op_id, **error_fields(error))
+            emit(logging.WARNING, "login_failed", user_id, op_id, **error_fields(error))
             raise
-        self._emit(
+        emit(
             logging.INFO,
             "device_code_issued",
             user_id,
@@ -341,12 +362,14 @@ class EntraIDAuthManager:
             on_poll: Called after each poll that did not finish the login.
 
         Returns:
-            Metadata of the saved token.
+            Metadata of the saved token (``created_at`` is the store's: an existing user's
+            first sign-in, not now).
 
         Raises:
             AuthenticationError: declined, or the code expired (locally or by Entra).
             ConfigurationError: the app registration or a setting is wrong.
             TokenPersistenceError: approved, but the token could not be saved.
+            Exception: whatever ``on_poll`` raised (the login ends, ``login_failed`` is emitted).
         """
         user_id, op_id = login.user_id, login.op_id
         try:
@@ -355,30 +378,43 @@ class EntraIDAuthManager:
             )
             await self._refresher.persist(user_id, op_id, grant)
         except asyncio.CancelledError:
-            self._emit(logging.INFO, "login_failed", user_id, op_id, code="cancelled")
+            emit(logging.INFO, "login_failed", user_id, op_id, code="cancelled")
             raise
         except ArcSagaException as error:
-            self._emit(logging.WARNING, "login_failed", user_id, op_id, **error_fields(error))
+            emit(logging.WARNING, "login_failed", user_id, op_id, **error_fields(error))
             raise
-        coordinator = self._refresher.coordinator
-        if isinstance(coordinator, LocalCoordinator):
-            await coordinator.set_cooldown(user_id, None)
-        state = grant_state(grant, buffer=self._buffer)
+        except Exception as error:  # on_poll raised: the login ends, and says so
+            emit(logging.WARNING, "login_failed", user_id, op_id, error=type(error).__name__)
+            raise
+        state = grant_state(grant, buffer=self._refresher.buffer)
         self._refresher.remember(user_id, state)
-        self._emit(logging.INFO, "login_complete", user_id, op_id, expires_at=state.expires_at)
+        emit(logging.INFO, "login_complete", user_id, op_id, expires_at=state.expires_at)
         now = self._clock()
+        stored = await self._stored_info(user_id)
         return TokenInfo(
             user_id=user_id,
             expires_at=state.expires_at,
-            created_at=now,
-            updated_at=now,
+            created_at=now if stored is None else stored.created_at,
+            updated_at=now if stored is None else stored.updated_at,
             scopes=tuple(grant.scope.split()),
         )
+
+    async def _stored_info(self, user_id: str) -> TokenInfo | None:
+        """The store's metadata row of ``user_id`` (best effort: the login itself succeeded)."""
+        with contextlib.suppress(ArcSagaException):
+            for info in await self.token_infos():
+                if info.user_id == user_id:
+                    return info
+        return None
 
     # -- housekeeping ----------------------------------------------------------------------
 
     async def logout(self, user_id: str) -> bool:
         """Delete ``user_id``'s stored token and forget it in memory.
+
+        A refresh in flight for the user is cancelled first (its callers get
+        :class:`~saga_magic.core.errors.AuthenticationError` with ``code="signed_out"``), so it
+        cannot save or cache a token again after the logout.
 
         Args:
             user_id: Whose token.
@@ -390,15 +426,13 @@ class EntraIDAuthManager:
             TokenStorageError: the store cannot delete (or has no ``delete_token``).
         """
         op_id = new_op_id()
-        self._cache.pop(user_id, None)
-        coordinator = self._refresher.coordinator
-        if isinstance(coordinator, LocalCoordinator):
-            await coordinator.set_cooldown(user_id, None)
-        delete = getattr(self._store, "delete_token", None)
+        await self._refresher.sign_out(user_id)
+        delete = getattr(self._refresher.store, "delete_token", None)
         if delete is None:
             raise TokenStorageError("this token store cannot delete tokens")
         deleted = bool(await storage_call(delete(user_id), "delete"))
-        self._emit(logging.INFO, "logout", user_id, op_id, deleted=deleted)
+        self._refresher.forget(user_id)
+        emit(logging.INFO, "logout", user_id, op_id, deleted=deleted)
         return deleted
 
     async def token_infos(self) -> list[TokenInfo]:
@@ -410,20 +444,18 @@ class EntraIDAuthManager:
         Raises:
             TokenStorageError: the store cannot be read.
         """
-        list_tokens = getattr(self._store, "list_tokens", None)
+        list_tokens = getattr(self._refresher.store, "list_tokens", None)
         if list_tokens is None:
             return []
         return list(await storage_call(list_tokens(), "list"))
 
     async def close(self) -> None:
-        """Cancel refreshes in flight; close the HTTP client and the store if created here."""
+        """Cancel refreshes in flight; close the HTTP client and the store if created here.
+
+        Later token calls that need Entra raise ``ArcSagaException(code="closed")``.
+        """
         await self._refresher.cancel_all()
         await self._entra.close()
-        if self._owns_store:
-            self._owns_store = False
-            result = _close_resource(self._store)
-            if inspect.isawaitable(result):
-                await result
-
-    def _emit(self, level: int, event: str, user_id: str, op_id: str, **context: Any) -> None:
-        log_with_context(_LOG, level, event, user_id=user_id, op_id=op_id, **context)
+        store, self._owned_store = self._owned_store, None
+        if store is not None:
+            await store.aclose()  # in a thread: closing may wait for a busy database

@@ -12,7 +12,13 @@ This is the only module that looks inside chat answers (PROTOCOLS.md sections 2.
   payloads defensively; anything malformed becomes a :class:`TransientError` with code
   ``parse_error``.
 
-Nothing here keeps a raw body: messages carry at most a short, redacted preview.
+Nothing here keeps a raw body. Error answers are previewed through
+:func:`~saga_magic.core.events.safe_text` (redacted, shortened) only after the full text has been
+read for what the code needs (``retry after N seconds``, a rejected parameter). A 200 body or SSE
+event is the model's answer: a parse error describes it by size and content type, and quotes it
+only when the caller asks for previews (the engine does with ``journal_content=True``).
+Exceptions raised here chain nothing (no ``__cause__``, no ``__context__``): a JSON decoding
+error would carry the whole body.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from .errors import (
     RequestTimeoutError,
     TransientError,
 )
-from .events import REDACTED, scrub_text
+from .events import safe_text, scrub_text
 from .retry import parse_retry_after
 from .types import AITask, TokenUsage
 
@@ -62,7 +68,6 @@ __all__ = [
     "parse_stream_event",
     "parse_usage",
     "request_id_of",
-    "safe_text",
     "transport_error",
 ]
 
@@ -76,31 +81,9 @@ _ROLE_HINT = (
     "assign the role 'Cognitive Services OpenAI User' on the resource to the signed-in "
     "principal; a new assignment can take ~5 min to apply"
 )
-_OPAQUE = re.compile(r"[A-Za-z0-9+/_=-]{40,}")
-
-
-def _opaque(match: re.Match[str]) -> str:
-    # Random tokens mix digits and both cases; paths and words (lower-case) survive.
-    run = match.group(0)
-    mixed = any(c.isdigit() for c in run) and not run.islower() and not run.isupper()
-    return REDACTED if mixed else run
-
-
-def safe_text(text: str, limit: int = 160) -> str:
-    """Shorten server text for an exception message: secrets redacted, whitespace collapsed.
-
-    Registered secrets, JWT-like and ``Bearer``/``key=value`` shapes (:func:`scrub_text`) and long
-    random-looking runs (digits and mixed case, 40+ characters) become ``[REDACTED]``.
-
-    Args:
-        text: A server message or a body preview.
-        limit: Maximum length of the result.
-
-    Returns:
-        The cleaned text, ending with ``…`` when it was cut.
-    """
-    cleaned = _OPAQUE.sub(_opaque, scrub_text(" ".join(text.split())))
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+_MESSAGE_LIMIT = 160  # a server message in an exception
+_SHORT_LIMIT = 80  # ids, transport errors and answer previews
+_BODY_LIMIT = 100  # a non-JSON error body
 
 
 # --------------------------------------------------------------------------- endpoint and request
@@ -265,12 +248,16 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
     for name in ("apim-request-id", "x-request-id", "x-ms-request-id"):
         value = headers.get(name)
         if value:
-            return safe_text(value, 80)
+            return safe_text(value, limit=_SHORT_LIMIT)
     return None
 
 
 def transport_error(error: httpx.HTTPError) -> TransientError:
     """Translate an httpx failure without an HTTP answer (timeout, reset, DNS, TLS).
+
+    Only the type name and a redacted message are taken: raise the result outside the ``except``
+    block that caught ``error``, so that neither ``__cause__`` nor ``__context__`` holds the
+    httpx exception (its request carries the ``Authorization`` header).
 
     Args:
         error: What httpx raised.
@@ -284,7 +271,8 @@ def transport_error(error: httpx.HTTPError) -> TransientError:
             f"The chat endpoint did not answer in time ({type(error).__name__})", code="timeout"
         )
     return TransientError(
-        f"Could not reach the chat endpoint ({type(error).__name__}: {safe_text(str(error), 80)})",
+        f"Could not reach the chat endpoint ({type(error).__name__}: "
+        f"{safe_text(str(error), limit=_SHORT_LIMIT)})",
         code="connection",
     )
 
@@ -322,6 +310,15 @@ class ErrorBody:
     """``innererror.code``, e.g. ``ResponsibleAIPolicyViolation``."""
     filtered: tuple[str, ...] = ()
     """Content-filter categories that were flagged ``filtered``."""
+    detail: str = field(default="", repr=False, compare=False)
+    """The whole message, redacted, not shortened: read for waits and names, never shown."""
+
+
+def _said(shape: Literal["A", "B", "C"], text: str, **fields: Any) -> ErrorBody:
+    limit = _BODY_LIMIT if shape == "C" else _MESSAGE_LIMIT
+    return ErrorBody(
+        shape=shape, message=safe_text(text, limit=limit), detail=scrub_text(text), **fields
+    )
 
 
 def _text(value: object) -> str | None:
@@ -356,29 +353,25 @@ def parse_error_body(content: bytes) -> ErrorBody:
     try:
         body = json.loads(content)
     except ValueError:
-        preview = safe_text(content.decode("utf-8", "replace"), 100)
-        return ErrorBody(shape="C", message=preview)
+        return _said("C", content.decode("utf-8", "replace"))
     if not isinstance(body, dict):
-        return ErrorBody(shape="C", message=safe_text(str(body), 100))
+        return _said("C", str(body))
     error = body.get("error")
     if isinstance(error, dict):
         inner = error.get("innererror", error.get("innerError"))
         inner = inner if isinstance(inner, dict) else {}
-        return ErrorBody(
-            shape="A",
+        return _said(
+            "A",
+            _text(error.get("message")) or "",
             code=_text(error.get("code")),
-            message=safe_text(_text(error.get("message")) or ""),
             param=_text(error.get("param")),
             type=_text(error.get("type")),
             inner_code=_text(inner.get("code")),
             filtered=_filtered_categories(inner.get("content_filter_result")),
         )
     shape: Literal["A", "B"] = "B" if "statusCode" in body else "A"
-    return ErrorBody(
-        shape=shape,
-        code=_text(body.get("code")),
-        message=safe_text(_text(body.get("message")) or _text(error) or ""),
-    )
+    said = _text(body.get("message")) or _text(error) or ""
+    return _said(shape, said, code=_text(body.get("code")))
 
 
 class Remedy(enum.Enum):
@@ -414,7 +407,8 @@ def _describe(status: int, body: ErrorBody) -> str:
 
 def _classify_400(body: ErrorBody, describe: str, ctx: dict[str, Any]) -> Failure:
     code = (body.code or "").lower()
-    mentions_stream_options = body.param == "stream_options" or "stream_options" in body.message
+    said = body.detail or body.message  # the whole message: the name can sit past the cut
+    mentions_stream_options = body.param == "stream_options" or "stream_options" in said
     if code == "context_length_exceeded":
         error: ArcSagaException = InputValidationError(
             f"The prompt is too long for the model ({describe})",
@@ -541,7 +535,7 @@ def classify_failure(
     elif status == 429:
         error = RateLimitError(
             f"The chat endpoint is throttling ({describe})",
-            retry_after=parse_retry_after(headers, body.message, now=now),
+            retry_after=parse_retry_after(headers, body.detail or body.message, now=now),
             **ctx,
         )
     elif status in (408, 504):
@@ -567,6 +561,17 @@ def classify_failure(
 
 # --------------------------------------------------------------------------- 200 answers
 
+_NOT_JSON = object()
+
+
+def _loads(text: str) -> object:
+    # json.loads, or _NOT_JSON: returning from the handler leaves no decode error (which holds
+    # the whole text, i.e. the answer) on the __context__ of what the caller raises next.
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _NOT_JSON
+
 
 @dataclass(frozen=True, slots=True)
 class Completion:
@@ -584,8 +589,16 @@ class Completion:
     """Output content-filter categories flagged ``filtered``."""
 
 
-def _parse_failure(reason: str, preview: str | None = None) -> TransientError:
-    detail = f": {safe_text(preview, 80)}" if preview else ""
+def _parse_failure(
+    reason: str, *, size: str = "", said: str | None = None, preview: str | None = None
+) -> TransientError:
+    # size describes the answer; said is a server error message (always shown); preview is
+    # answer text (only passed when the caller asked for previews: journal_content).
+    detail = f" ({size})" if size else ""
+    if said is not None:
+        detail += f": {safe_text(said, limit=_MESSAGE_LIMIT)}"
+    elif preview:
+        detail += f": {safe_text(preview, limit=_SHORT_LIMIT)}"
     return TransientError(
         f"The chat endpoint answered 200 with {reason}{detail}",
         code=PARSE_ERROR,
@@ -635,22 +648,28 @@ def _content_text(content: object) -> str | None:
     return None
 
 
-def _decode_json(content: bytes, content_type: str) -> object:
+def _decode_json(content: bytes, content_type: str, *, preview: bool) -> object:
     text = content.decode("utf-8", "replace")
+    size = f"{len(content)} bytes, {safe_text(content_type or 'no content type', limit=60)}"
+    shown = text if preview else None
     if "html" in content_type.lower() or text.lstrip().startswith("<"):
-        raise _parse_failure("an HTML page instead of JSON", text)
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise _parse_failure("malformed JSON", text) from None
+        raise _parse_failure("an HTML page instead of JSON", size=size, preview=shown)
+    body = _loads(text)
+    if body is _NOT_JSON:
+        raise _parse_failure("malformed JSON", size=size, preview=shown)
+    return body
 
 
-def parse_completion(content: bytes, *, content_type: str = "application/json") -> Completion:
+def parse_completion(
+    content: bytes, *, content_type: str = "application/json", preview: bool = False
+) -> Completion:
     """Read a 200 chat-completions body defensively (PROTOCOLS.md 2.4).
 
     Args:
         content: Raw body.
         content_type: The ``Content-Type`` header.
+        preview: Quote the start of a malformed body in the error (it may be the model's
+            answer: only with ``journal_content``); without it, size and content type only.
 
     Returns:
         The completion; ``finish_reason`` ``length`` / ``content_filter`` are results.
@@ -659,12 +678,12 @@ def parse_completion(content: bytes, *, content_type: str = "application/json") 
         TransientError: code ``parse_error``: HTML, malformed JSON, an ``error`` object, missing
             or empty ``choices``, a choice without ``message``, or ``content`` of an odd type.
     """
-    body = _decode_json(content, content_type)
+    body = _decode_json(content, content_type, preview=preview)
     if not isinstance(body, dict):
         raise _parse_failure("JSON that is not an object")
     if isinstance(body.get("error"), dict):
         said = _text(body["error"].get("message")) or "no message"
-        raise _parse_failure("an error object", said)
+        raise _parse_failure("an error object", said=said)
     choices = body.get("choices")
     if not isinstance(choices, list):
         raise _parse_failure("no 'choices'")
@@ -704,11 +723,13 @@ class StreamChunk:
     """Content-filter categories flagged ``filtered`` in this chunk."""
 
 
-def parse_stream_event(data: str) -> StreamChunk:
+def parse_stream_event(data: str, *, preview: bool = False) -> StreamChunk:
     """Read one SSE ``data:`` payload, tolerating Azure's chunk sequence.
 
     Args:
         data: The event's data (multi-line data already joined with ``\\n``).
+        preview: Quote the start of a malformed payload in the error (it may hold answer text:
+            only with ``journal_content``); without it, its size only.
 
     Returns:
         The chunk; chunks with empty ``choices`` (prompt filter, usage) are fine.
@@ -719,15 +740,18 @@ def parse_stream_event(data: str) -> StreamChunk:
     """
     if data.strip() == "[DONE]":
         return StreamChunk(done=True)
-    try:
-        body = json.loads(data)
-    except ValueError:
-        raise _parse_failure("an SSE event that is not JSON", data) from None
+    body = _loads(data)
+    if body is _NOT_JSON:
+        raise _parse_failure(
+            "an SSE event that is not JSON",
+            size=f"{len(data)} characters",
+            preview=data if preview else None,
+        )
     if not isinstance(body, dict):
         raise _parse_failure("an SSE event that is not a JSON object")
     error = body.get("error")
     if isinstance(error, dict):
-        said = safe_text(_text(error.get("message")) or "no message")
+        said = safe_text(_text(error.get("message")) or "no message", limit=_MESSAGE_LIMIT)
         raise TransientError(
             f"The chat stream reported an error: {said}",
             code=_text(error.get("code")) or "stream_error",

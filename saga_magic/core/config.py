@@ -26,6 +26,7 @@ __all__ = [
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_SCOPES: tuple[str, ...] = ("https://cognitiveservices.azure.com/.default", "offline_access")
 
+_SECRET_FIELDS = frozenset({"encryption_key", "client_secret"})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -87,10 +88,9 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigurationError(f"{name} must be true or false, got {raw[:20]!r}", hint=f"fix {name}")
 
 
-def _mask(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return "****" if len(value) < 12 else f"{value[:2]}****{value[-2:]}"
+def _path(raw: str) -> Path:
+    """Expand ``~`` and make the path absolute (relative to the current folder, now)."""
+    return Path(raw).expanduser().absolute()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +132,9 @@ class Settings:
             env: Mapping to read instead of ``os.environ`` (tests).
 
         Returns:
-            The settings; paths are expanded, URLs checked.
+            The settings; paths are expanded and made absolute (a relative path is taken from
+            the current folder at this call, so a later ``os.chdir`` / ``%cd`` does not move the
+            token store or the journal), URLs checked.
 
         Raises:
             ConfigurationError: a value is malformed (the message names the variable).
@@ -143,7 +145,7 @@ class Settings:
             value = source.get(name, "").strip()
             return value or None
 
-        home = Path(get("ARC_SAGA_HOME") or "~/.arc_saga").expanduser()
+        home = _path(get("ARC_SAGA_HOME") or "~/.arc_saga")
         store = get("ARC_SAGA_TOKEN_STORE_PATH")
         journal = get("ARC_SAGA_JOURNAL_PATH")
         authority = (get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST).rstrip("/")
@@ -155,8 +157,8 @@ class Settings:
         scopes = tuple(scopes_raw.split()) if scopes_raw else DEFAULT_SCOPES
         return cls(
             home=home,
-            token_store_path=Path(store).expanduser() if store else home / "tokens.db",
-            journal_path=Path(journal).expanduser() if journal else home / "journal.db",
+            token_store_path=_path(store) if store else home / "tokens.db",
+            journal_path=_path(journal) if journal else home / "journal.db",
             encryption_key=get("ARC_SAGA_TOKEN_ENCRYPTION_KEY"),
             tenant_id=get("AZURE_TENANT_ID"),
             client_id=get("AZURE_CLIENT_ID"),
@@ -203,16 +205,19 @@ class Settings:
                 )
 
     def describe(self) -> dict[str, str | None]:
-        """Return every setting as text, secrets masked (for ``%copilot config`` and the TUI).
+        """Return every setting as text, for ``%copilot config`` and the TUI.
+
+        Secrets (``encryption_key``, ``client_secret``) show only whether they are set: ``"set"``
+        or ``None``; no character of them is ever shown.
 
         Returns:
-            Field name -> displayed value.
+            Field name -> displayed value (``None`` for an unset setting).
         """
         shown: dict[str, str | None] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in ("encryption_key", "client_secret"):
-                shown[item.name] = _mask(value)
+            if item.name in _SECRET_FIELDS:
+                shown[item.name] = None if value is None else "set"
             elif isinstance(value, tuple):
                 shown[item.name] = " ".join(value)
             elif value is None:

@@ -21,15 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .entra import EntraClient, PollStatus, TokenGrant
-from .errors import AuthenticationError, RateLimitError, TransientError
-from .events import log_with_context
+from .errors import ArcSagaException, AuthenticationError, RateLimitError, TransientError
+from .refresh import emit
 from .retry import Clock, Sleep
 
 __all__ = ["SLOW_DOWN_STEP", "DeviceCodeLogin", "DevicePoll", "poll_device_login"]
 
 SLOW_DOWN_STEP = 5.0
 """Seconds added to the poll interval on ``slow_down`` or throttling (RFC 8628 section 3.5)."""
-_LOG = logging.getLogger("saga.auth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +72,7 @@ class DevicePoll:
     """Unix time the code expires."""
 
 
-def _expired(login: DeviceCodeLogin, attempts: int) -> AuthenticationError:
+def _expired(attempts: int) -> AuthenticationError:
     return AuthenticationError(
         "the code expired; run login again",
         code="expired_token",
@@ -106,6 +105,8 @@ async def poll_device_login(
         AuthenticationError: declined, expired (locally or by Entra), code not recognised,
             or another re-login answer.
         ConfigurationError: the app registration or a setting is wrong.
+        ArcSagaException: the manager was closed (``code="closed"``); like the two above, it
+            carries ``attempts``.
         asyncio.CancelledError: the task was cancelled.
     """
     interval = login.interval
@@ -114,11 +115,11 @@ async def poll_device_login(
     while True:
         remaining = login.expires_at - clock()
         if remaining <= 0:
-            raise _expired(login, attempt)
+            raise _expired(attempt)
         await sleep(min(wait, remaining))
         remaining = login.expires_at - clock()
         if remaining <= 0:
-            raise _expired(login, attempt)
+            raise _expired(attempt)
         attempt += 1
         try:
             outcome = await entra.poll_device_code(login._device_code, budget=remaining)
@@ -128,7 +129,7 @@ async def poll_device_login(
                 status = "throttled"
                 interval += SLOW_DOWN_STEP
             wait = max(interval, error.retry_after or 0.0)
-        except AuthenticationError as error:
+        except ArcSagaException as error:  # re-login or configuration: the login ends here
             error.attempts = attempt
             raise
         else:
@@ -139,12 +140,11 @@ async def poll_device_login(
             status = outcome.value
             wait = interval
         next_poll_at = clock() + wait
-        log_with_context(
-            _LOG,
+        emit(
             logging.DEBUG,
             "device_code_poll",
-            user_id=login.user_id,
-            op_id=login.op_id,
+            login.user_id,
+            login.op_id,
             attempt=attempt,
             status=status,
             interval=interval,

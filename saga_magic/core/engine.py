@@ -1,7 +1,9 @@
 """CopilotReasoningEngine: an Azure OpenAI (or OpenAI-compatible) chat deployment behind Entra ID.
 
-One call = one ``op_id``. Each attempt asks the token provider for a token (retries included:
-openai-python #1526), sends the request, and hands any non-2xx answer to
+One call = one ``op_id``, handed to the token provider too (``op_id=`` keyword, when its methods
+take it) so that the refresh events a call causes carry it. Each attempt asks the token provider
+for a token (retries included: openai-python #1526), within what is left of the call's deadline,
+sends the request, and hands any non-2xx answer to
 :func:`~saga_magic.core.chat_wire.classify_failure`. Attempts run under the shared
 :class:`~saga_magic.core.retry.RetryPolicy` (408/409/429/5xx, timeouts, connection errors;
 server waits never shortened; a wait past the deadline fails fast). Outside that budget, once
@@ -10,17 +12,28 @@ deployment asks for (``max_completion_tokens`` instead of ``max_tokens``, no ``t
 no ``stream_options``), remembered for the engine's lifetime. A malformed 200 answer is retried
 once. Errors the token provider raises are passed on unchanged (it has its own retry budget).
 
+Attempts are counted in HTTP requests sent: ``attempt`` in ``copilot_retry`` and
+``copilot_parse_error`` is the number of requests this call has sent so far (the one that just
+failed is the last), the same count as :attr:`AIResult.attempts` and ``error.attempts``.
+``max_attempts`` is the most requests the call may send as far as known then: the retry budget
+(``max_retries + 1``) plus the resends outside it used so far (token refresh, adaptations).
+
+Errors the engine raises chain no httpx exception (an httpx error holds the request and so the
+``Authorization`` header): transport failures are translated outside the ``except`` block.
+
 Events: ``copilot_request_start`` / ``copilot_stream_start``, ``copilot_retry``,
 ``copilot_request_adapted``, ``copilot_parse_error``, ``copilot_empty_response``,
 ``copilot_request_complete`` / ``copilot_stream_complete``, ``copilot_auth_failed``,
 ``copilot_error``, ``engine_closed``. Prompts and answers appear in events only with
-``journal_content=True``; sizes always do.
+``journal_content=True``; sizes always do. The same switch lets a parse error quote the
+malformed 200 answer (otherwise: its size and content type).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import logging
 import math
@@ -93,7 +106,9 @@ class _Call:
     start: float = 0.0
     deadline_at: float = 0.0
     sends: int = 0
+    free_sends: int = 0
     refreshed: bool = False
+    opened: bool = False
     remedies: set[Remedy] = field(default_factory=set)
     parse_errors: int = 0
 
@@ -110,6 +125,19 @@ class _Abort(Exception):
     def __init__(self, error: ArcSagaException) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _takes_op_id(method: Callable[..., object]) -> bool:
+    """Whether a token provider's method accepts ``op_id=`` (older providers may not)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: do not risk a TypeError
+        return False
+    return any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD
+        or (parameter.name == "op_id" and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY)
+        for parameter in parameters
+    )
 
 
 def _validate(task: AITask) -> None:
@@ -137,7 +165,7 @@ class CopilotReasoningEngine:
         model: Sent as ``model`` (required by the v1 and OpenAI-compatible shapes).
         http_client: Client to use; the engine creates (and later closes) one when omitted.
         timeout: Seconds one HTTP attempt may take (capped by what is left of ``deadline``).
-        deadline: Seconds the whole call may take, attempts and waits together.
+        deadline: Seconds the whole call may take: token waits, attempts and backoff together.
         max_retries: Retries after the first attempt.
         backoff_base: Factor of the 1, 2, 4, 8, 16 s backoff schedule.
         idle_timeout: Longest silence allowed inside a streaming answer.
@@ -186,6 +214,8 @@ class CopilotReasoningEngine:
             max_retries=max_retries, backoff_base=backoff_base, **policy_options
         )
         self._auth = auth_manager
+        self._get_takes_op_id = _takes_op_id(auth_manager.get_valid_token)
+        self._refresh_takes_op_id = _takes_op_id(auth_manager.force_refresh)
         self._user_id = user_id
         self._timeout = timeout
         self._deadline = deadline
@@ -282,7 +312,8 @@ class CopilotReasoningEngine:
             ConfigurationError: 404, unsupported parameters or api-version.
             RateLimitError: still throttled at the end of the budget, or the server's wait
                 passes the deadline (fail fast).
-            RequestTimeoutError: 408 / 504 / client timeouts to the end of the budget.
+            RequestTimeoutError: 408 / 504 / client timeouts to the end of the budget, or no
+                token from the provider before the deadline (code ``deadline``).
             TransientError: 5xx, connection errors, malformed 200 answers (after one retry).
             RuntimeError: the engine is closed.
         """
@@ -322,15 +353,19 @@ class CopilotReasoningEngine:
 
         Raises:
             InputValidationError: the task is invalid (raised here, at once).
-            RuntimeError: the engine is closed.
+            RuntimeError: the engine is closed (also raised by the first ``__anext__`` when it was
+                closed after this call).
         """
         self._check_open()
         _validate(task)
         call = _Call(task=task, stream=True)
 
         async def opener() -> StreamReader:
+            self._check_open()
             self._begin(call, "copilot_stream_start")
-            return await self._run(call, self._open_stream)
+            reader = await self._run(call, self._open_stream)
+            call.opened = True  # the first delta is in: what fails from now on is not retried
+            return reader
 
         return ChatStream(
             opener,
@@ -372,7 +407,7 @@ class CopilotReasoningEngine:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("CopilotReasoningEngine is closed")
+            raise RuntimeError("engine is closed: create a new CopilotReasoningEngine")
 
     async def _run(
         self,
@@ -398,22 +433,55 @@ class CopilotReasoningEngine:
             error = caught
         raise error
 
-    async def _token(self, pending: Awaitable[str]) -> str:
-        try:
-            return await pending
-        except ArcSagaException as error:
-            raise _Abort(error) from error
+    def _ask_token(self, call: _Call, rejected: str | None) -> Awaitable[str]:
+        if rejected is None:
+            if self._get_takes_op_id:
+                return self._auth.get_valid_token(self._user_id, op_id=call.op_id)
+            return self._auth.get_valid_token(self._user_id)
+        if self._refresh_takes_op_id:
+            return self._auth.force_refresh(
+                self._user_id, rejected_token=rejected, op_id=call.op_id
+            )
+        return self._auth.force_refresh(self._user_id, rejected_token=rejected)
+
+    async def _token(self, call: _Call, *, rejected: str | None = None) -> str:
+        """A token (a replacement for ``rejected`` if given) within what is left of the deadline.
+
+        Leaving at the deadline cancels only this call's wait: a provider that shares one refresh
+        among callers (the auth manager does) keeps it running for the others.
+        """
+        remaining = call.deadline_at - self._clock()
+        if remaining > 0:
+            budget = asyncio.timeout(remaining)
+            try:
+                async with budget:
+                    return await self._ask_token(call, rejected)
+            except ArcSagaException as error:  # before TimeoutError: RequestTimeoutError is one
+                raise _Abort(error) from None
+            except TimeoutError:
+                if not budget.expired():
+                    raise
+        raise _Abort(
+            RequestTimeoutError(
+                f"No access token before the call's deadline ({self._deadline:g} s)",
+                code="deadline",
+                attempts=call.sends,
+                hint="the token endpoint is slow or unreachable; try again",
+            )
+        )
 
     async def _attempt(
         self,
         call: _Call,
         send: Callable[[_Call, dict[str, str], bytes, float], Awaitable[T | RawAnswer]],
     ) -> T:
-        token = await self._token(self._auth.get_valid_token(self._user_id))
+        self._check_open()  # closed during a backoff wait: say so before httpx is touched
+        token = await self._token(call)
         while True:
             remaining = call.deadline_at - self._clock()
             if remaining <= 0:
                 raise RequestTimeoutError("The call's deadline passed", code="deadline")
+            self._check_open()
             body = build_body(
                 call.task,
                 model=self._endpoint.model,
@@ -423,16 +491,7 @@ class CopilotReasoningEngine:
             client_request_id = str(uuid.uuid4())
             headers = build_headers(token, client_request_id, stream=call.stream)
             call.sends += 1
-            try:
-                answer = await send(
-                    call, headers, json.dumps(body).encode(), min(self._timeout, remaining)
-                )
-            except httpx.HTTPError as exc:
-                raise transport_error(exc) from exc
-            except TransientError as error:
-                if error.code == PARSE_ERROR:
-                    self._parse_error(call, error)
-                raise
+            answer = await self._send(call, send, headers, body, min(self._timeout, remaining))
             if not isinstance(answer, RawAnswer):
                 return answer
             failure = classify_failure(
@@ -444,35 +503,57 @@ class CopilotReasoningEngine:
             )
             if failure.remedy is Remedy.FORCE_REFRESH and not call.refreshed:
                 call.refreshed = True
+                call.free_sends += 1
                 self._retry_now(call, failure, "token_rejected")
-                token = await self._token(
-                    self._auth.force_refresh(self._user_id, rejected_token=token)
-                )
+                token = await self._token(call, rejected=token)
                 continue
             if failure.remedy in _ADAPTATIONS and failure.remedy not in call.remedies:
                 call.remedies.add(failure.remedy)
+                call.free_sends += 1
                 self._adapt(call, failure)
                 continue
             raise failure.error
 
+    async def _send(
+        self,
+        call: _Call,
+        send: Callable[[_Call, dict[str, str], bytes, float], Awaitable[T | RawAnswer]],
+        headers: dict[str, str],
+        body: dict[str, Any],
+        wait_limit: float,
+    ) -> T | RawAnswer:
+        failed: TransientError | None = None
+        try:
+            return await send(call, headers, json.dumps(body).encode(), wait_limit)
+        except httpx.HTTPError as exc:
+            failed = transport_error(exc)  # raised below, outside the handler: see the module
+        except TransientError as error:
+            if error.code == PARSE_ERROR:
+                self._parse_error(call, error)
+            raise
+        raise failed
+
     async def _post(
         self, call: _Call, headers: dict[str, str], content: bytes, wait_limit: float
     ) -> _Answer | RawAnswer:
+        response: httpx.Response | None = None
         try:
             async with asyncio.timeout(wait_limit):  # bounds trickled bodies too (httpx #1450)
                 response = await self._client.post(
                     self._endpoint.url, headers=headers, content=content, timeout=wait_limit
                 )
         except TimeoutError:
-            raise RequestTimeoutError(
-                f"No complete answer within {wait_limit:g} s", code="timeout"
-            ) from None
+            pass  # raised below, outside the handler: nothing chained
+        if response is None:
+            raise RequestTimeoutError(f"No complete answer within {wait_limit:g} s", code="timeout")
         if not response.is_success:
             return RawAnswer(response.status_code, response.headers, response.content)
         request_id = request_id_of(response.headers)
         try:
             completion = parse_completion(
-                response.content, content_type=response.headers.get("content-type", "")
+                response.content,
+                content_type=response.headers.get("content-type", ""),
+                preview=self._journal_content,
             )
         except TransientError as error:
             error.status = response.status_code
@@ -492,6 +573,7 @@ class CopilotReasoningEngine:
             idle_timeout=self._idle_timeout,
             deadline_at=call.deadline_at,
             clock=self._clock,
+            previews=self._journal_content,
         )
         if isinstance(answer, StreamReader):
             try:
@@ -535,13 +617,16 @@ class CopilotReasoningEngine:
             context["system_prompt"] = task.system_prompt
         self._emit(call, logging.INFO, event, **context)
 
+    def _max_sends(self, call: _Call) -> int:
+        return self._policy.max_attempts + call.free_sends
+
     def _on_retry(self, call: _Call, retry: RetryEvent) -> None:
         self._emit(
             call,
             logging.WARNING,
             "copilot_retry",
-            attempt=retry.attempt,
-            max_attempts=retry.max_attempts,
+            attempt=call.sends,  # not retry.attempt: requests sent, as everywhere (see module)
+            max_attempts=self._max_sends(call),
             wait_s=round(retry.wait_s, 3),
             next_attempt_at=retry.next_attempt_at,
             reason=retry.reason,
@@ -554,7 +639,7 @@ class CopilotReasoningEngine:
             logging.WARNING,
             "copilot_retry",
             attempt=call.sends,
-            max_attempts=self._policy.max_attempts,
+            max_attempts=self._max_sends(call),
             wait_s=0.0,
             next_attempt_at=self._clock(),
             reason=reason,
@@ -579,18 +664,22 @@ class CopilotReasoningEngine:
     def _parse_error(self, call: _Call, error: TransientError) -> None:
         call.parse_errors += 1
         final = call.parse_errors >= 2
+        self._emit_parse_error(call, error, will_retry=not final)
+        if final:
+            error.attempts = call.sends
+            raise _Abort(error)
+
+    def _emit_parse_error(self, call: _Call, error: ArcSagaException, *, will_retry: bool) -> None:
         self._emit(
             call,
             logging.WARNING,
             "copilot_parse_error",
             attempt=call.sends,
+            max_attempts=self._max_sends(call),
             detail=error.message,
-            will_retry=not final,
+            will_retry=will_retry,
             **error.context(),
         )
-        if final:
-            error.attempts = call.sends
-            raise _Abort(error)
 
     def _report_failure(self, call: _Call, error: ArcSagaException) -> None:
         event = "copilot_auth_failed" if isinstance(error, AuthenticationError) else "copilot_error"
@@ -611,6 +700,8 @@ class CopilotReasoningEngine:
     def _stream_failed(self, call: _Call, error: ArcSagaException) -> None:
         if error.attempts is None:
             error.attempts = call.sends
+        if call.opened and error.code == PARSE_ERROR:  # after the first delta: never retried
+            self._emit_parse_error(call, error, will_retry=False)
         self._report_failure(call, error)
 
     def _stream_complete(self, call: _Call, summary: StreamSummary) -> AIResult:

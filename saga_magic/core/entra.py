@@ -11,7 +11,8 @@ answer                                                 raised
 429                                                    RateLimitError (``retry_after`` if sent)
 500-503, 505+ (any body)                               TransientError (``retry_after`` if sent)
 504, 408, client timeout                               RequestTimeoutError
-409, connection / protocol error                       TransientError
+409, connection / protocol error                       TransientError (``code="connection"``)
+undecodable body, redirect loop (httpx)                TransientError (``code="protocol"``)
 400 ``invalid_grant`` with AADSTS50196                 RateLimitError (loop detection: throttled)
 ``invalid_grant``, ``interaction_required``,           AuthenticationError (re-login)
 ``consent_required``
@@ -25,7 +26,9 @@ other non-JSON, HTML, empty or truncated body          TransientError
 
 Errors carry status, OAuth ``error`` (``code``), AADSTS ``error_codes``, ``request_id``
 (``x-ms-request-id`` or ``trace_id``) and ``correlation_id`` (the server's, else our
-``client-request-id``); never the body. Messages are built from the ``error`` name and the first
+``client-request-id``); never the body, and never an httpx exception (which holds the request and
+its form) on ``__cause__`` or ``__context__``. After :meth:`EntraClient.close` every call raises
+``ArcSagaException(code="closed")``. Messages are built from the ``error`` name and the first
 line of ``error_description`` only, with every secret of the request scrubbed and the rest passed
 through :func:`~saga_magic.core.events.redact`.
 """
@@ -35,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -53,6 +55,7 @@ from .errors import (
     TransientError,
 )
 from .events import REDACTED, redact, register_secret
+from .jwt import finite_float
 from .retry import Clock, parse_retry_after
 
 __all__ = [
@@ -176,20 +179,13 @@ def _json_object(response: httpx.Response) -> dict[str, Any] | None:
 
 
 def _positive_seconds(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
             return None
-    if not isinstance(value, int | float):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
+    seconds = finite_float(value)
+    return seconds if seconds is not None and seconds > 0 else None
 
 
 def _text(value: object) -> str | None:
@@ -248,9 +244,11 @@ class EntraClient:
         self._owns_http = http_client is None
         self._timeout = timeout
         self._clock = clock
+        self._closed = False
 
     async def close(self) -> None:
-        """Close the HTTP client if this object created it."""
+        """Close the HTTP client if this object created it; later calls raise (idempotent)."""
+        self._closed = True
         if self._owns_http and self._http is not None:
             await self._http.aclose()
         self._http = None
@@ -404,6 +402,12 @@ class EntraClient:
         budget: float | None,
         secrets: tuple[str, ...],
     ) -> tuple[httpx.Response, str]:
+        if self._closed:
+            raise ArcSagaException(
+                f"{what}: the auth manager is closed",
+                code="closed",
+                hint="create a new auth manager",
+            )
         if self._http is None:
             self._http = httpx.AsyncClient(follow_redirects=False)
         client_request_id = str(uuid.uuid4())
@@ -413,22 +417,31 @@ class EntraClient:
             "return-client-request-id": "true",
         }
         phases, total = self._limits(budget)
+        # An httpx error holds the request, and so the form with its secrets: the error we
+        # raise is built here but raised after the except block, so that neither __cause__
+        # nor __context__ refers to it (``from None`` would only hide __context__).
+        failure: ArcSagaException
         try:
             async with asyncio.timeout(total):
                 response = await self._http.post(url, data=form, headers=headers, timeout=phases)
         except (httpx.TimeoutException, TimeoutError):
-            raise RequestTimeoutError(
+            failure = RequestTimeoutError(
                 f"{what} timed out", code="timeout", correlation_id=client_request_id
-            ) from None
-        except httpx.TransportError as exc:
-            # Not chained: an httpx error holds the request, and so the form with its secrets.
+            )
+        except httpx.HTTPError as exc:
+            # Transport errors, and a body that cannot be decoded or redirects gone wrong.
             detail = self._safe(f"{type(exc).__name__}: {exc}", secrets)
-            raise TransientError(
-                f"{what} could not reach Entra ID ({detail})",
-                code="connection",
+            transport = isinstance(exc, httpx.TransportError)
+            failure = TransientError(
+                f"{what} could not reach Entra ID ({detail})"
+                if transport
+                else f"{what} got an unreadable answer ({detail})",
+                code="connection" if transport else "protocol",
                 correlation_id=client_request_id,
-            ) from None
-        return response, client_request_id
+            )
+        else:
+            return response, client_request_id
+        raise failure
 
     def _safe(self, text: str, secrets: tuple[str, ...]) -> str:
         for secret in (*secrets, self._client_secret):

@@ -16,13 +16,19 @@ Redaction (:func:`redact`, :func:`redact_context`, :func:`scrub_text`):
   ``secret``, device code, authorization, password, assertion, api key, cookie, code verifier,
   encryption/private keys -> ``"[REDACTED]"``; a key with the word ``token`` (``token``,
   ``rejected_token``, ``csrfToken``) when its value is a string. Counters (``prompt_tokens``,
-  ``max_tokens``, ``tokens_used``) and ``token_type`` / ``token_status`` are not secrets.
+  ``max_tokens``, ``tokens_used``) and ``token_type`` / ``token_status`` are not secrets. A key
+  with the plural ``tokens`` (``tokens``, ``bearer_tokens``) hides every string that is not a
+  number, in lists too: ``tokens=["AT1", "AT2"]`` is redacted, ``prompt_tokens="12"`` is kept.
 * by shape, also inside longer strings: JWT-like ``eyJ...``.``...``.``...``, ``Bearer xxx`` /
   ``Basic xxx``, and ``access_token=...`` / ``"refresh_token": "..."`` pairs in text.
 * by value: every exact value handed to :func:`register_secret` (opaque tokens the auth manager
   handles), wherever it appears in a string.
 * every string is cut to 200 characters (199 + ``"…"``); lists and dicts to 50 items; nesting to
   6 levels. Paths become strings, exceptions ``"TypeName: message"``, other objects ``str()``.
+
+:func:`safe_text` is the one helper the HTTP boundaries (chat and Entra ID) use to put server or
+transport text into an exception message: it also redacts given values and long random-looking
+runs, collapses whitespace and cuts to a caller-chosen length.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .journal import Event, EventJournal, JournalReader, JournalRow, JournalStats
@@ -60,6 +66,7 @@ __all__ = [
     "redact_context",
     "register_secret",
     "reset_for_tests",
+    "safe_text",
     "scrub_text",
     "subscribe",
     "subscriber_errors",
@@ -77,7 +84,7 @@ _PREFIX = 8
 
 # -- redaction by key ---------------------------------------------------------------------------
 
-_ALWAYS, _IF_STRING, _PLAIN = 2, 1, 0
+_ALWAYS, _IF_STRING, _IF_NOT_NUMBER, _PLAIN = 3, 2, 1, 0
 _SECRET_PHRASES = (
     ("access", "token"),
     ("refresh", "token"),
@@ -117,12 +124,29 @@ def _key_kind(key: str) -> int:
                 and words[index + 1] in (second, second + "s")
             ):
                 return _ALWAYS
+    kind = _PLAIN
     for index, word in enumerate(words):
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if following in _TOKEN_DESCRIPTORS:
+            continue
         if word.endswith("token"):
-            following = words[index + 1] if index + 1 < len(words) else ""
-            if following not in _TOKEN_DESCRIPTORS:
-                return _IF_STRING
-    return _PLAIN
+            return _IF_STRING
+        if word.endswith("tokens"):  # token lists, or counters such as prompt_tokens
+            kind = _IF_NOT_NUMBER
+    return kind
+
+
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)\s*")
+
+
+def _hidden(kind: int, value: object) -> bool:
+    if kind == _ALWAYS:
+        return True
+    if isinstance(value, bytes):
+        return kind != _PLAIN
+    if isinstance(value, str):
+        return kind == _IF_STRING or (kind == _IF_NOT_NUMBER and not _NUMBER.fullmatch(value))
+    return False
 
 
 # -- redaction by shape and by registered value ---------------------------------------------------
@@ -256,9 +280,53 @@ def scrub_text(text: str) -> str:
     return _SHAPES.sub(_shape_sub, _SECRETS.scrub(text))
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _clean(text: str) -> str:
-    text = scrub_text(text)
-    return text if len(text) <= MAX_STRING else text[: MAX_STRING - 1] + "…"
+    return _cut(scrub_text(text), MAX_STRING)
+
+
+_OPAQUE = re.compile(r"[A-Za-z0-9+/_=-]{40,}")
+
+
+def _opaque(match: re.Match[str]) -> str:
+    # Random tokens mix digits and both cases; paths and words (lower-case) survive.
+    run = match.group(0)
+    mixed = any(c.isdigit() for c in run) and not run.islower() and not run.isupper()
+    return REDACTED if mixed else run
+
+
+def safe_text(text: str, *, limit: int = MAX_STRING, secrets: Iterable[str | None] = ()) -> str:
+    """Make server or transport text fit for an exception message or an event.
+
+    The one preview helper of the HTTP boundaries (chat answers, Entra ID answers, httpx errors).
+    In order: each value of ``secrets`` (e.g. the credentials the request carried) is replaced,
+    whitespace runs collapse to one space, registered secrets and secret shapes are scrubbed
+    (:func:`scrub_text`), long random-looking runs (40+ characters of the base64/URL alphabet
+    mixing digits and both cases) are replaced, and the result is cut to ``limit``. Use it on
+    the server's *full* text only after reading what the code needs from it (waits, parameter
+    names): the cut can drop the end.
+
+    Args:
+        text: A server message, a body preview or an exception's text.
+        limit: Longest result, ``…`` included.
+        secrets: Exact values to hide too (``None`` and empty values are skipped).
+
+    Returns:
+        The cleaned text, ending with ``…`` when it was cut.
+
+    Raises:
+        ValueError: ``limit`` is below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    cleaned = _OPAQUE.sub(_opaque, scrub_text(" ".join(text.split())))
+    return _cut(cleaned, limit)
 
 
 def _stringify(value: object) -> str:
@@ -281,14 +349,13 @@ def redact(value: Any, key: str | None = None) -> Any:
         ``None``, a bool, an int, a finite float, a string (redacted, at most 200 characters), or
         a list / dict of those. ``"[REDACTED]"`` replaces secrets.
     """
-    return _redact(value, key, 0)
+    return _redact(value, _key_kind(key) if key else _PLAIN, 0)
 
 
-def _redact(value: Any, key: str | None, depth: int) -> Any:
+def _redact(value: Any, kind: int, depth: int) -> Any:
     if value is None or isinstance(value, bool):
         return value
-    kind = _key_kind(key) if key else _PLAIN
-    if kind == _ALWAYS or (kind == _IF_STRING and isinstance(value, str | bytes)):
+    if _hidden(kind, value):
         return REDACTED
     if isinstance(value, str):
         return _clean(str.__str__(value))
@@ -300,17 +367,19 @@ def _redact(value: Any, key: str | None, depth: int) -> Any:
         return f"<{len(value)} bytes>"
     if depth >= _MAX_DEPTH and isinstance(value, Mapping | list | tuple | set | frozenset):
         return "<nested too deep>"
-    if isinstance(value, Mapping):
-        return _redact_mapping(value, depth + 1)
+    if isinstance(value, Mapping):  # under a token key, the inner strings stay hidden too
+        return _redact_mapping(value, depth + 1, kind)
     if isinstance(value, list | tuple | set | frozenset):
-        items = [_redact(item, key, depth + 1) for item in itertools.islice(value, _MAX_ITEMS)]
+        items = [_redact(item, kind, depth + 1) for item in itertools.islice(value, _MAX_ITEMS)]
         if len(value) > _MAX_ITEMS:
             items.append(f"<{len(value) - _MAX_ITEMS} more>")
         return items
     return _clean(_stringify(value))
 
 
-def _redact_mapping(mapping: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+def _redact_mapping(
+    mapping: Mapping[Any, Any], depth: int, inherited: int = _PLAIN
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for index, (raw_key, item) in enumerate(mapping.items()):
         if index == _MAX_ITEMS:
@@ -320,7 +389,7 @@ def _redact_mapping(mapping: Mapping[Any, Any], depth: int) -> dict[str, Any]:
             key = raw_key  # a short identifier cannot hold a JWT, a scheme or a registered secret
         else:
             key = _clean(_stringify(raw_key))
-        result[key] = _redact(item, key, depth)
+        result[key] = _redact(item, max(_key_kind(key), inherited), depth)
     return result
 
 

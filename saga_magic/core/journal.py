@@ -14,12 +14,13 @@ no read transaction is ever held open between calls and writers and WAL checkpoi
 back. Rows come back as :class:`JournalRow` ordered by ``rowid`` (ascending), which only grows
 (``AUTOINCREMENT``): tailing is ``read_after(last_seen_rowid)``.
 
-Why plain :mod:`sqlite3` and not ``sqlite_utils.Database`` here: the writer needs exactly one
-connection owned by its thread, explicit ``BEGIN IMMEDIATE`` batches with ``executemany`` and a
-read-only URI connection for readers; sqlite-utils would add a layer over the same three calls and
-its migrations table is keyed differently. The habits are the same (STYLE.md item 10): named
-migrations recorded in ``_migrations``, WAL switched on explicitly outside a transaction, a busy
-timeout, short write transactions.
+The schema is applied by the runner the token store uses too (:mod:`._sqlite`): named migrations
+recorded in ``_migrations``, declared through sqlite-utils (indexes with ``create_index``) and
+applied under one ``BEGIN IMMEDIATE``; sqlite-utils is imported only when a migration is pending.
+Rows are written and read with plain :mod:`sqlite3`: the writer needs exactly one connection owned
+by its thread, explicit ``BEGIN IMMEDIATE`` batches with ``executemany`` and a read-only URI
+connection for readers, which sqlite-utils would only wrap. The habits are those of STYLE.md item
+10: WAL switched on explicitly outside a transaction, a busy timeout, short write transactions.
 
 :class:`Event` lives here (the record the journal stores) and is re-exported by
 ``saga_magic.core.events``, which builds events and redacts their context.
@@ -38,8 +39,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from ._files import create_private_file
+from ._sqlite import Migration, apply_migrations
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 __all__ = ["Event", "EventJournal", "JournalReader", "JournalRow", "JournalStats"]
 
@@ -50,20 +57,23 @@ _INSERT = (
     "INSERT INTO events (ts, level, event, user_id, op_id, pid, context)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "0001_create_events",
-        (
-            "CREATE TABLE IF NOT EXISTS events ("
-            " id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, level TEXT NOT NULL,"
-            " event TEXT NOT NULL, user_id TEXT, op_id TEXT, pid INTEGER,"
-            " context TEXT NOT NULL DEFAULT '{}')",
-            "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
-            "CREATE INDEX IF NOT EXISTS events_event ON events (event)",
-            "CREATE INDEX IF NOT EXISTS events_user_id ON events (user_id)",
-        ),
-    ),
-)
+
+
+def _create_events(db: Database) -> None:
+    # Plain SQL for the table: rowids must never be reused (they are the readers' cursor), and
+    # sqlite-utils' public API has no AUTOINCREMENT.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS events ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, level TEXT NOT NULL,"
+        " event TEXT NOT NULL, user_id TEXT, op_id TEXT, pid INTEGER,"
+        " context TEXT NOT NULL DEFAULT '{}')"
+    )
+    events = db.table("events")
+    for column in ("ts", "event", "user_id"):
+        events.create_index([column], index_name=f"events_{column}", if_not_exists=True)
+
+
+_MIGRATIONS: tuple[Migration, ...] = (Migration("0001_create_events", _create_events),)
 """Named schema migrations, applied in order and recorded in ``_migrations``; append, never edit."""
 
 
@@ -440,32 +450,6 @@ class JournalReader:
         return rows if after is not None else rows[::-1]
 
 
-def _create_private_file(path: Path) -> None:
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path.parent, 0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-        os.close(fd)
-        os.chmod(path, 0o600)
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
-    for name, statements in _MIGRATIONS:
-        with conn:  # commits, or rolls back on error, the explicit transaction below
-            conn.execute("BEGIN IMMEDIATE")
-            applied = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,))
-            if applied.fetchone() is None:
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
-                )
-
-
 class EventJournal:
     """The process's writer to the SQLite journal (and a reader of it).
 
@@ -648,13 +632,13 @@ class EventJournal:
             self._conn = None
 
     def _open(self) -> sqlite3.Connection:
-        _create_private_file(self.path)
+        create_private_file(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             conn.execute("PRAGMA journal_mode = WAL")  # autocommit: outside any transaction
             conn.execute("PRAGMA synchronous = NORMAL")
-            _migrate(conn)
+            apply_migrations(conn, _MIGRATIONS, now=time.time())
         except BaseException:
             conn.close()
             raise

@@ -13,10 +13,29 @@ import binascii
 import json
 import math
 
-__all__ = ["MAX_TOKEN_CHARS", "jwt_exp"]
+__all__ = ["MAX_TOKEN_CHARS", "finite_float", "jwt_exp"]
 
 MAX_TOKEN_CHARS = 64 * 1024
 """Longer strings are not parsed (Entra tokens are a few KB; this bounds the work)."""
+
+
+def finite_float(value: object) -> float | None:
+    """Read a JSON-ish number defensively (shared by the auth modules' parsers).
+
+    Args:
+        value: Any value.
+
+    Returns:
+        ``value`` as a finite float when it is an ``int`` or ``float`` (not a ``bool``);
+        ``None`` for anything else, NaN, infinities and integers too large for a float.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def jwt_exp(token: object) -> float | None:
@@ -49,11 +68,4 @@ def jwt_exp(token: object) -> float | None:
         return None
     if not isinstance(claims, dict):
         return None
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        return None
-    try:
-        value = float(exp)
-    except OverflowError:  # an integer too large for a float
-        return None
-    return value if math.isfinite(value) else None
+    return finite_float(claims.get("exp"))

@@ -11,7 +11,9 @@ Every error names that source ("encryption_key argument", "ARC_SAGA_TOKEN_ENCRYP
 "key file /path") and never contains the key itself.
 
 Files are checked the way ssh checks its keys: a key file or database that group or others may
-read or write is refused with a :class:`TokenStorageError` whose hint is the ``chmod`` to run.
+read or write is refused with a :class:`TokenStorageError` whose hint is the ``chmod`` to run
+(the private-file helpers live in :mod:`._files` and are re-exported here). A key file is opened
+non-blocking, so a FIFO or device in its place is refused instead of hanging the caller.
 
 **Key file creation is race-free.** The key is written and fsynced to a private temp file
 (``O_CREAT | O_EXCL``, 0600), then hard-linked to the final name; ``link`` fails if the name
@@ -30,19 +32,23 @@ then ignored and overwritten by the next rotation). A crash between 2 and 3 leav
 on the new key and the key file on the old one: the next store that finds its key refused tries
 ``.next``, and if that key opens the database it finishes step 3 itself
 (:func:`read_pending_key` + :func:`write_key_file`). No crash point loses the key.
+
+**Other processes.** A store that finds its key refused first reads its key file again: when
+another process rotated the key (and moved it into the key file), the store adopts the new key
+instead of failing until restarted. Only a key from a key file can follow a rotation; a key from
+the argument or ``ARC_SAGA_TOKEN_ENCRYPTION_KEY`` has to be updated by whoever rotated it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from ._files import check_private_file, create_private_file, ensure_private_dir
 from .errors import TokenStorageError
 
 __all__ = [
@@ -117,68 +123,22 @@ def parse_key(raw: str | bytes, *, source: str) -> bytes:
     return data
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and missing parents) if needed; a folder created here gets mode 0700.
-
-    An existing folder is left as it is.
-
-    Args:
-        path: The folder.
-
-    Raises:
-        OSError: it cannot be created.
-    """
-    if path.is_dir():
-        return
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
-
-
-def check_private_file(path: Path, info: os.stat_result, *, what: str) -> None:
-    """Refuse a file that is not a regular file or that group or others can access.
-
-    Args:
-        path: The file, for the message.
-        info: Its ``stat`` result.
-        what: What it is ("key file", "token store"), for the message.
-
-    Raises:
-        TokenStorageError: with a hint saying how to fix it.
-    """
-    if not stat.S_ISREG(info.st_mode):
-        raise TokenStorageError(
-            f"the {what} {path} is not a regular file", hint=f"remove or rename {path}"
-        )
-    if info.st_mode & 0o077:
-        raise TokenStorageError(
-            f"the {what} {path} is accessible by group or others "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}); refusing to use it",
-            hint=f"chmod 600 {path}",
-        )
-
-
-def create_private_file(path: Path) -> None:
-    """Create an empty file with mode 0600 unless it exists (in a 0700 folder if missing).
-
-    Args:
-        path: The file.
-
-    Raises:
-        OSError: it cannot be created.
-    """
-    ensure_private_dir(path.parent)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-
-
 def _read_key_file(path: Path, *, source: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
+    # O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer before fstat refuses it.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         check_private_file(path, os.fstat(fd), what="key file")
         raw = os.read(fd, _MAX_KEY_FILE_BYTES)
     finally:
         os.close(fd)
     return parse_key(raw, source=source)
+
+
+def _read_optional_key(path: Path) -> bytes | None:
+    try:
+        return _read_key_file(path, source=f"key file {path}")
+    except FileNotFoundError:
+        return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -289,11 +249,7 @@ def read_pending_key(path: Path) -> bytes | None:
         TokenStorageError: the staging file is malformed or has loose permissions.
         OSError: it exists but cannot be read.
     """
-    pending = pending_key_path(path)
-    try:
-        return _read_key_file(pending, source=f"key file {pending}")
-    except FileNotFoundError:
-        return None
+    return _read_optional_key(pending_key_path(path))
 
 
 def commit_pending_key(path: Path) -> None:
@@ -407,15 +363,18 @@ class KeyRing:
     def verify(self, check: bytes | None, *, store: Path) -> None:
         """Check the key against the database's key-check value.
 
-        When the key came from a key file and does not match, a key staged by a rotation that
-        crashed after its commit (``<key file>.next``) is tried, and adopted if it matches.
+        When the key came from a key file and does not match, another process may have rotated
+        the key: the key file is read again, then the key staged by a rotation that crashed
+        after its commit (``<key file>.next``); a key that matches is adopted (a staged one is
+        also moved into the key file, finishing that rotation).
 
         Args:
             check: The key-check value read from the database (``None``: the row is missing).
             store: The database, for messages.
 
         Raises:
-            TokenStorageError: the row is missing, or the key does not match the database.
+            TokenStorageError: the row is missing, or the key does not match the database (the
+                hint says how to find the right key; nothing is deleted).
         """
         if check is None:
             raise TokenStorageError(
@@ -425,27 +384,48 @@ class KeyRing:
         if (
             check != self._verified
             and not _matches(self._fernet, check)
-            and not self._adopt_pending(check)
+            and not self._adopt_from_files(check)
         ):
             raise TokenStorageError(
                 f"the encryption key from {self.source} does not match the token store {store}",
-                hint="use the key this store was created with; if it is lost, move "
-                f"{store} away and sign in again",
+                hint=self._mismatch_hint(store),
             )
         self._verified = check
 
-    def _adopt_pending(self, check: bytes) -> bool:
+    def _mismatch_hint(self, store: Path) -> str:
+        lost = (
+            "if that key is lost, the saved tokens cannot be decrypted: `%copilot logout` "
+            "deletes them (no key needed) and you sign in again"
+        )
+        if self._resolved.path is None:
+            return f"use the key {store} was created with or last rotated to; {lost}"
+        return (
+            f"restore the key file {self._resolved.path} that belongs to {store} (or set "
+            f"{ENV_SOURCE} to its key); {lost}"
+        )
+
+    def _adopt_from_files(self, check: bytes) -> bool:
+        """Adopt the key file's current key, or its staged next key, if it opens the database."""
         path = self._resolved.path
-        staged = None if path is None else read_pending_key(path)
-        if path is None or staged is None:
+        if path is None:
             return False
-        fernet = MultiFernet([Fernet(staged)])
-        if not _matches(fernet, check):
+        on_disk = _read_optional_key(path)
+        if on_disk is not None and self._opens(on_disk, check):
+            self._use(on_disk)  # another process rotated the key and updated the key file
+            return True
+        staged = read_pending_key(path)
+        if staged is None or not self._opens(staged, check):
             return False
         write_key_file(path, staged)  # finish the interrupted rotation's step 3
-        self._resolved = ResolvedKey(staged, self._resolved.source, path)
-        self._fernet = fernet
+        self._use(staged)
         return True
+
+    def _opens(self, key: bytes, check: bytes) -> bool:
+        return key != self._resolved.key and _matches(MultiFernet([Fernet(key)]), check)
+
+    def _use(self, key: bytes) -> None:
+        self._resolved = ResolvedKey(key, self._resolved.source, self._resolved.path)
+        self._fernet = MultiFernet([Fernet(key)])
 
     def rotator(self, fresh_key: bytes) -> MultiFernet:
         """Return a MultiFernet whose ``rotate()`` re-encrypts current tokens with ``fresh_key``.
@@ -486,8 +466,7 @@ class KeyRing:
                 new key is); this ring already uses the new key.
         """
         path = self._resolved.path
-        self._resolved = ResolvedKey(fresh_key, self._resolved.source, path)
-        self._fernet = MultiFernet([Fernet(fresh_key)])
+        self._use(fresh_key)
         self._verified = check
         if path is None:
             return

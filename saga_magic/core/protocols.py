@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from .types import AIResult, AITask
 
 __all__ = [
+    "CooldownKind",
     "IEncryptedStore",
     "IReasoningEngine",
     "IRefreshCoordinator",
@@ -66,18 +67,29 @@ class IEncryptedStore(Protocol):
         ...
 
 
+CooldownKind = Literal[
+    "authentication", "configuration", "transient", "rate_limit", "timeout", "permission"
+]
+"""Class of a failed refresh: waiters re-raise ``AuthenticationError``, ``ConfigurationError``,
+``TransientError``, ``RateLimitError``, ``RequestTimeoutError`` or ``PermissionDeniedError``."""
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshCooldown:
     """A failed refresh, recorded so that every process waits instead of retrying at once."""
 
     until: float
     """Unix time before which no process should try again."""
-    error_kind: Literal["authentication", "configuration", "transient", "rate_limit"]
+    error_kind: CooldownKind
     """Class of the failure, so waiters raise the same kind of error as the leader."""
     message: str
     """The leader's (redacted) error message."""
     retry_after: float | None = None
     """Server-requested wait, for rate limits."""
+    status: int | None = None
+    """HTTP status of the leader's failure, when there was one."""
+    code: str | None = None
+    """The leader's error code (OAuth ``error`` such as ``invalid_grant``, or ``timeout``)."""
 
 
 @runtime_checkable
@@ -98,6 +110,16 @@ class IRefreshCoordinator(Protocol):
 
     async def release_lease(self, user_id: str, *, owner: str) -> None:
         """Release the lease if ``owner`` holds it; otherwise do nothing."""
+        ...
+
+    async def lease_holder(self, user_id: str, *, now: float) -> str | None:
+        """Return the owner of the live lease of ``user_id`` at ``now`` (read-only).
+
+        Waiters poll this and write (:meth:`try_acquire_lease`) only when it looks free.
+
+        Returns:
+            The owner, or ``None`` when there is no lease or it expired at or before ``now``.
+        """
         ...
 
     async def token_version(self, user_id: str) -> int | None:
@@ -121,8 +143,10 @@ class IRefreshCoordinator(Protocol):
 class ITokenProvider(Protocol):
     """Gives the engine a bearer token for a user (the auth manager implements it)."""
 
-    async def get_valid_token(self, user_id: str) -> str:
+    async def get_valid_token(self, user_id: str, *, op_id: str | None = None) -> str:
         """Return a non-expired access token, refreshing if needed.
+
+        ``op_id`` (the caller's operation id) is carried by the refresh events it causes.
 
         Raises:
             AuthenticationError: sign-in needed.
@@ -130,8 +154,12 @@ class ITokenProvider(Protocol):
         """
         ...
 
-    async def force_refresh(self, user_id: str, *, rejected_token: str | None = None) -> str:
+    async def force_refresh(
+        self, user_id: str, *, rejected_token: str | None = None, op_id: str | None = None
+    ) -> str:
         """Replace a token the API rejected; returns a newer stored token if there is one.
+
+        ``op_id`` (the caller's operation id) is carried by the refresh events it causes.
 
         Raises:
             AuthenticationError: sign-in needed.

@@ -4,16 +4,20 @@ The engine room of :class:`~saga_magic.core.auth.EntraIDAuthManager` (which owns
 the public API). Per user::
 
     one task in flight per user; every caller awaits it (a caller that leaves does not cancel it
-    unless it was the last one)
+    unless it was the last one; a caller arriving after that starts a new flight)
       read the store -> a usable token? cache it, done (another process refreshed)
+      a new token could not be saved moments ago? raise TokenPersistenceError, no POST
       cool-down recorded by a failed refresh? raise the same kind of error, no POST
       take the refresh lease, or wait for its holder (one refresh_deadline bounds the whole call):
-          token version changed -> use the stored token; cool-down -> raise; lease free -> take it
-      re-read the store under the lease (another process may just have saved)
-      POST the refresh_token grant through RetryPolicy (refresh token re-read before each attempt)
+          read-only check of the holder; write (take it) only when it looks free;
+          token version changed -> use the stored token; cool-down -> raise
+      re-read the store and the cool-down under the lease (another process may just have
+      saved, or failed)
+      POST the refresh_token grant through RetryPolicy (refresh token re-read before each attempt;
+      the lease is renewed before each wait: lost to another process -> stop, wait for it)
       save access + refresh token in one save_token call -> cache -> return
       on failure: record a cool-down, flag re-login on invalid_grant (never delete the RT)
-      release the lease (always)
+      release the lease (always, once we tried to take it; even when cancelled)
 
 Opportunistic refresh (the token in hand is inside the buffer but not expired): one attempt, no
 backoff. On any refresh failure (transient, re-login, configuration) the still-valid token is
@@ -23,7 +27,9 @@ errors raise. When another process holds the lease, the valid token is returned 
 
 Cool-downs: transient ``max(5 s, retry_after)``; re-login 24 h (the next save, i.e. a login,
 clears it); configuration 60 s, so a corrected setting in a restarted process is not locked out
-for long. A store without :class:`IRefreshCoordinator` gets an in-process equivalent.
+for long. A store without :class:`IRefreshCoordinator` gets an in-process equivalent. A token that
+was issued but could not be saved starts an in-memory :data:`PERSIST_COOLDOWN`, so callers fail
+fast instead of minting (and discarding) a new token each.
 """
 
 from __future__ import annotations
@@ -36,32 +42,36 @@ import os
 import secrets
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from .entra import EntraClient, TokenGrant
 from .errors import (
     ArcSagaException,
     AuthenticationError,
     ConfigurationError,
+    PermissionDeniedError,
     RateLimitError,
+    RequestTimeoutError,
     TokenPersistenceError,
     TokenStorageError,
     TransientError,
 )
 from .events import log_with_context, new_op_id
-from .jwt import jwt_exp
-from .protocols import IEncryptedStore, IRefreshCoordinator, RefreshCooldown
+from .jwt import finite_float, jwt_exp
+from .protocols import CooldownKind, IEncryptedStore, IRefreshCoordinator, RefreshCooldown
 from .retry import Clock, RetryEvent, RetryPolicy, Sleep
 
 __all__ = [
     "AUTH_COOLDOWN",
     "CONFIG_COOLDOWN",
     "OPPORTUNISTIC_QUIET",
+    "PERSIST_COOLDOWN",
     "TRANSIENT_COOLDOWN",
     "LocalCoordinator",
     "TokenRefresher",
     "TokenState",
     "cooldown_error",
+    "emit",
     "error_fields",
     "grant_state",
     "storage_call",
@@ -76,36 +86,31 @@ AUTH_COOLDOWN = 86400.0
 """Cool-down after a re-login failure; the next save (a login) clears it."""
 CONFIG_COOLDOWN = 60.0
 """Cool-down after a configuration failure."""
+PERSIST_COOLDOWN = 5.0
+"""Seconds, in this process, without a new refresh after a new token could not be saved."""
 
 LOGIN_HINT = "run %copilot login to sign in"
 _LOG = logging.getLogger("saga.auth")
-_Kind = Literal["authentication", "configuration", "transient", "rate_limit"]
 T = TypeVar("T")
 
 
-class TokenState(NamedTuple):
-    """What the manager needs to know about one access token."""
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """What the manager needs to know about one access token (the token is kept out of repr)."""
 
-    access_token: str
-    """The bearer token."""
+    access_token: str = field(repr=False)
+    """The bearer token (secret)."""
     expires_at: float
     """Earlier of the stored ``expires_at`` and the JWT ``exp``; ``-inf`` when neither."""
     refresh_at: float
     """When to refresh: ``expires_at - buffer``, or the server's ``refresh_in`` time if earlier."""
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _state(access_token: str, expires_at: object, refresh_at: object, buffer: float) -> TokenState:
-    known = [t for t in (_number(expires_at), jwt_exp(access_token)) if t is not None]
+    known = [t for t in (finite_float(expires_at), jwt_exp(access_token)) if t is not None]
     expiry = min(known) if known else -math.inf
     refresh = expiry - buffer
-    server_refresh_at = _number(refresh_at)
+    server_refresh_at = finite_float(refresh_at)
     if server_refresh_at is not None:
         refresh = min(refresh, server_refresh_at)
     return TokenState(access_token, expiry, refresh)
@@ -145,37 +150,66 @@ def grant_state(grant: TokenGrant, *, buffer: float) -> TokenState:
 def cooldown_error(cooldown: RefreshCooldown, now: float) -> ArcSagaException:
     """Turn a recorded cool-down into the same kind of error the failed refresh raised.
 
+    The error's ``code`` is ``"cooldown"`` (no request was made); its ``status`` is the
+    leader's, and the leader's own code is named in the message.
+
     Args:
         cooldown: The cool-down in force.
         now: Current unix time.
 
     Returns:
-        AuthenticationError, ConfigurationError, RateLimitError or TransientError (the last two
-        with ``retry_after`` = seconds left in the cool-down).
+        AuthenticationError or PermissionDeniedError, ConfigurationError, or (with
+        ``retry_after`` = seconds left in the cool-down) RateLimitError, RequestTimeoutError or
+        TransientError.
     """
-    message = f"a recent token refresh failed: {cooldown.message}"
+    detail = cooldown.message
+    if cooldown.code and cooldown.code not in detail:
+        detail = f"{cooldown.code}: {detail}"
+    message = f"a recent token refresh failed: {detail}"
     remaining = max(cooldown.until - now, 0.0)
-    if cooldown.error_kind == "authentication":
-        return AuthenticationError(message, code="cooldown", hint=LOGIN_HINT)
-    if cooldown.error_kind == "configuration":
-        return ConfigurationError(message, code="cooldown", hint="check the Azure settings")
-    cls = RateLimitError if cooldown.error_kind == "rate_limit" else TransientError
+    kind, status = cooldown.error_kind, cooldown.status
+    if kind in ("authentication", "permission"):
+        auth = PermissionDeniedError if kind == "permission" else AuthenticationError
+        return auth(message, status=status, code="cooldown", hint=LOGIN_HINT)
+    if kind == "configuration":
+        return ConfigurationError(
+            message, status=status, code="cooldown", hint="check the Azure settings"
+        )
+    transient = _TRANSIENT_KINDS.get(kind, TransientError)
     hint = f"try again in {remaining:.0f} s"
-    return cls(message, code="cooldown", retry_after=remaining, hint=hint)
+    return transient(message, status=status, code="cooldown", retry_after=remaining, hint=hint)
+
+
+_TRANSIENT_KINDS: dict[str, type[TransientError]] = {
+    "rate_limit": RateLimitError,
+    "timeout": RequestTimeoutError,
+}
 
 
 def _cooldown_for(error: ArcSagaException, now: float) -> RefreshCooldown:
-    kind: _Kind
+    kind: CooldownKind
+    retry_after = None
     if isinstance(error, TransientError):
-        kind = "rate_limit" if isinstance(error, RateLimitError) else "transient"
-        until = now + max(TRANSIENT_COOLDOWN, error.retry_after or 0.0)
+        if isinstance(error, RateLimitError):
+            kind = "rate_limit"
+        elif isinstance(error, RequestTimeoutError):
+            kind = "timeout"
+        else:
+            kind = "transient"
+        retry_after = error.retry_after
+        until = now + max(TRANSIENT_COOLDOWN, retry_after or 0.0)
     elif isinstance(error, AuthenticationError):
-        kind, until = "authentication", now + AUTH_COOLDOWN
+        kind = "permission" if isinstance(error, PermissionDeniedError) else "authentication"
+        until = now + AUTH_COOLDOWN
     else:
         kind, until = "configuration", now + CONFIG_COOLDOWN
-    retry_after = getattr(error, "retry_after", None)
     return RefreshCooldown(
-        until=until, error_kind=kind, message=error.message, retry_after=retry_after
+        until=until,
+        error_kind=kind,
+        message=error.message,
+        retry_after=retry_after,
+        status=error.status,
+        code=error.code,
     )
 
 
@@ -192,6 +226,10 @@ class LocalCoordinator:
 
     async def release_lease(self, user_id: str, *, owner: str) -> None:
         """Nothing to release."""
+
+    async def lease_holder(self, user_id: str, *, now: float) -> str | None:
+        """Always ``None``: there is no lease to hold."""
+        return None
 
     async def token_version(self, user_id: str) -> int | None:
         """Unknown (``None``): nobody else writes behind our back in-process."""
@@ -218,13 +256,26 @@ class _Flight:
     task: asyncio.Task[str]
     forced: bool
     waiters: int = 0
+    abandoned: bool = False  # cancelled: whoever comes next starts a new flight
+    signed_out: bool = False  # cancelled by logout: its callers get AuthenticationError
+
+
+@dataclass(eq=False)
+class _Lease:
+    owner: str
+    version: int | None
+    tried: bool = False  # a take was attempted (maybe committed): release it in the end
+
+
+class _LeaseLost(Exception):
+    """Renewing the lease failed: another process took it over while we refreshed."""
 
 
 class TokenRefresher:
     """Refreshes tokens for the manager and keeps its in-memory cache.
 
-    ``cache`` maps user id -> ``(refresh_at, access_token, expires_at)``; the manager's hot path
-    reads it directly. All arguments come from the manager, already validated.
+    ``cache`` maps user id -> ``(refresh_at, access_token)``; the manager's hot path reads it
+    directly. All arguments come from the manager, already validated.
     """
 
     def __init__(
@@ -246,58 +297,109 @@ class TokenRefresher:
             store if isinstance(store, IRefreshCoordinator) else LocalCoordinator()
         )
         """The store itself when it coordinates processes, else a :class:`LocalCoordinator`."""
-        self.cache: dict[str, tuple[float, str, float]] = {}
-        """User id -> (refresh_at, access_token, expires_at)."""
+        self.cache: dict[str, tuple[float, str]] = {}
+        """User id -> (refresh_at, access_token)."""
+        self.buffer = buffer
+        """Seconds before expiry at which a token is refreshed."""
+        self.deadline = deadline
+        """Seconds one refresh (attempts, waits, lease waits) may take."""
         self._entra = entra
         self._policy = policy
         self._single_attempt = RetryPolicy(
             max_retries=0, backoff_base=policy.backoff_base, jitter=policy.jitter
         )
-        self._buffer = buffer
-        self._deadline = deadline
         self._lease_ttl = lease_ttl
         self._poll_interval = lease_poll_interval
         self._clock = clock
         self._sleep = sleep
         self._flights: dict[str, _Flight] = {}
+        self._tasks: set[asyncio.Task[str]] = set()
+        self._persist_failed: dict[str, float] = {}
 
     # -- single flight ----------------------------------------------------------------------
 
-    async def join(self, user_id: str, *, force: bool, rejected: str | None) -> tuple[str, bool]:
+    async def join(
+        self, user_id: str, *, force: bool, rejected: str | None, op_id: str | None = None
+    ) -> tuple[str, bool]:
         """Await the user's refresh in flight, starting one if there is none.
 
         Args:
             user_id: Whose token.
             force: Refresh even if the stored token is not due (a rejected token).
             rejected: The token the API refused (``force`` only).
+            op_id: Operation id for the events of a refresh started here (a new one if
+                ``None``); a joined refresh keeps its own.
 
         Returns:
             The token, and whether the flight joined was a forced one.
+
+        Raises:
+            AuthenticationError: as the refresh raised, or the user signed out meanwhile.
         """
         flight = self._flights.get(user_id)
-        if flight is None or flight.task.done():  # done: its callback has not run yet
-            task = asyncio.ensure_future(self._flow(user_id, new_op_id(), force, rejected))
-            flight = self._flights[user_id] = _Flight(task, force)
-
-            def done(_: object, *, user: str = user_id, mine: _Flight = flight) -> None:
-                if self._flights.get(user) is mine:
-                    del self._flights[user]
-
-            task.add_done_callback(done)
+        if flight is None or flight.abandoned or flight.task.done() or flight.task.cancelling():
+            # done: its callback has not run yet; cancelled: it ends without a token.
+            flight = self._start(user_id, op_id or new_op_id(), force, rejected)
         flight.waiters += 1
         try:
             return await asyncio.shield(flight.task), flight.forced
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if flight.signed_out and not (me and me.cancelling()):
+                raise AuthenticationError(
+                    f"user {user_id!r} signed out while the token was being refreshed",
+                    code="signed_out",
+                    hint=LOGIN_HINT,
+                ) from None
+            raise
         finally:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():
-                flight.task.cancel()  # every caller left: nobody wants this refresh any more
+                flight.abandoned = True  # every caller left: nobody wants this refresh any more
+                flight.task.cancel()
+
+    def _start(self, user_id: str, op_id: str, force: bool, rejected: str | None) -> _Flight:
+        task = asyncio.ensure_future(self._flow(user_id, op_id, force, rejected))
+        flight = self._flights[user_id] = _Flight(task, force)
+        self._tasks.add(task)
+
+        def done(_: object, *, user: str = user_id, mine: _Flight = flight) -> None:
+            self._tasks.discard(mine.task)
+            if self._flights.get(user) is mine:
+                del self._flights[user]
+
+        task.add_done_callback(done)
+        return flight
 
     async def cancel_all(self) -> None:
-        """Cancel every refresh in flight and wait for them to end."""
-        tasks = [flight.task for flight in self._flights.values()]
+        """Cancel every refresh in flight (abandoned ones included) and wait for them to end."""
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def sign_out(self, user_id: str) -> None:
+        """Cancel ``user_id``'s refresh in flight, wait for it to end, forget the user in memory.
+
+        Its callers get :class:`AuthenticationError` (``code="signed_out"``), so a refresh that
+        was running cannot cache or hand out a token after the logout.
+
+        Args:
+            user_id: Whose refresh.
+        """
+        flight = self._flights.pop(user_id, None)
+        if flight is not None:
+            flight.signed_out = flight.abandoned = True
+            flight.task.cancel()
+            await asyncio.wait({flight.task})
+        self.forget(user_id)
+
+    def forget(self, user_id: str) -> None:
+        """Drop ``user_id``'s cached token and in-memory cool-downs."""
+        self.cache.pop(user_id, None)
+        self._persist_failed.pop(user_id, None)
+        if isinstance(self.coordinator, LocalCoordinator):
+            self.coordinator.cooldowns.pop(user_id, None)
 
     # -- the flow ---------------------------------------------------------------------------
 
@@ -319,21 +421,40 @@ class TokenRefresher:
             The access token.
         """
         refresh_at = state.refresh_at if until is None else min(until, state.expires_at)
-        self.cache[user_id] = (refresh_at, state.access_token, state.expires_at)
+        self.cache[user_id] = (refresh_at, state.access_token)
         return state.access_token
 
     async def _reuse_stored(self, user_id: str, *, force: bool, rejected: str | None) -> str | None:
-        state = token_state(await self.read(user_id), buffer=self._buffer)
+        state = token_state(await self.read(user_id), buffer=self.buffer)
         if state is not None and self._usable(state, force=force, rejected=rejected):
             return self.remember(user_id, state)
         return None
 
+    def _cooled(self, user_id: str, cooldown: RefreshCooldown, valid: TokenState | None) -> str:
+        """Serve the still-valid token through a cool-down, or raise the cool-down's error."""
+        now = self._clock()
+        if valid is None:
+            raise cooldown_error(cooldown, now)
+        return self.remember(user_id, valid, until=max(cooldown.until, now + OPPORTUNISTIC_QUIET))
+
+    def _check_persistence(self, user_id: str, now: float) -> None:
+        until = self._persist_failed.get(user_id)
+        if until is not None and now < until:
+            raise TokenPersistenceError(
+                "a token refreshed moments ago could not be saved; not refreshing again yet",
+                code="cooldown",
+                hint=(
+                    "check the token store (disk, permissions, key); "
+                    f"try again in {until - now:.0f} s"
+                ),
+            )
+
     async def _flow(self, user_id: str, op_id: str, force: bool, rejected: str | None) -> str:
         stored = await self.read(user_id)
         if stored is None:
-            _emit(logging.WARNING, "token_refresh_failed_auth", user_id, op_id, code="no_token")
+            emit(logging.WARNING, "token_refresh_failed_auth", user_id, op_id, code="no_token")
             raise AuthenticationError(f"no token is stored for user {user_id!r}", hint=LOGIN_HINT)
-        state = token_state(stored, buffer=self._buffer)
+        state = token_state(stored, buffer=self.buffer)
         if force and rejected is None and state is not None:
             rejected = state.access_token  # refresh regardless: only a different token will do
         if state is not None and self._usable(state, force=force, rejected=rejected):
@@ -341,52 +462,105 @@ class TokenRefresher:
         now = self._clock()
         # Opportunistic when the token in hand is still valid: a failure must not hurt then.
         valid = None if force or state is None or now >= state.expires_at else state
+        self._check_persistence(user_id, now)
         coordinator = self.coordinator
         cooldown = await coordinator.get_cooldown(user_id, now=now)
         if cooldown is not None:
-            if valid is not None:
-                until = max(cooldown.until, now + OPPORTUNISTIC_QUIET)
-                return self.remember(user_id, valid, until=until)
-            raise cooldown_error(cooldown, now)
+            return self._cooled(user_id, cooldown, valid)
+        if force:
+            reason = "forced"
+        elif state is None:
+            reason = "missing"
+        else:
+            reason = "expiring" if valid is not None else "expired"
+        deadline_at = now + self.deadline
         owner = f"{os.getpid()}-{secrets.token_hex(6)}"
-        deadline_at = now + self._deadline
-        version = await coordinator.token_version(user_id)
-        while not await coordinator.try_acquire_lease(
-            user_id, owner=owner, ttl=self._lease_ttl, now=self._clock()
-        ):
+        lease = _Lease(owner, await coordinator.token_version(user_id))
+        try:
+            while True:
+                token = await self._acquire(
+                    user_id,
+                    lease,
+                    valid=valid,
+                    force=force,
+                    rejected=rejected,
+                    deadline=deadline_at,
+                )
+                if token is not None:
+                    return token
+                # Under the lease: another process may just have saved, or failed.
+                token = await self._reuse_stored(user_id, force=force, rejected=rejected)
+                if token is not None:
+                    return token
+                cooldown = await coordinator.get_cooldown(user_id, now=self._clock())
+                if cooldown is not None:
+                    return self._cooled(user_id, cooldown, valid)
+                try:
+                    return await self._lead(
+                        user_id,
+                        op_id,
+                        owner=owner,
+                        valid=valid,
+                        reason=reason,
+                        deadline_at=deadline_at,
+                    )
+                except _LeaseLost:
+                    # Our lease lapsed and another process holds it now: one leader only. End
+                    # our attempt (the event closes its retries) and wait for it like a waiter.
+                    emit(
+                        logging.WARNING,
+                        "token_refresh_failed",
+                        user_id,
+                        op_id,
+                        code="lease_lost",
+                        message="another process took over the refresh; waiting for it",
+                        opportunistic=False,
+                    )
+        finally:
+            if lease.tried:  # the lease also ends by itself after its TTL
+                with contextlib.suppress(Exception):
+                    # Shielded: a cancelled refresh still releases (the take may have committed).
+                    await asyncio.shield(coordinator.release_lease(user_id, owner=owner))
+
+    async def _acquire(
+        self,
+        user_id: str,
+        lease: _Lease,
+        *,
+        valid: TokenState | None,
+        force: bool,
+        rejected: str | None,
+        deadline: float,
+    ) -> str | None:
+        """Take the lease (``None``) or return a token that made taking it unnecessary."""
+        coordinator = self.coordinator
+        while True:
+            # A read-only look first: waiters do not queue for the database's write lock.
+            holder = await coordinator.lease_holder(user_id, now=self._clock())
+            if holder in (None, lease.owner):
+                lease.tried = True
+                taken = await coordinator.try_acquire_lease(
+                    user_id, owner=lease.owner, ttl=self._lease_ttl, now=self._clock()
+                )
+                if taken:
+                    return None
             if valid is not None:  # another process is refreshing; ours is still good
-                return self.remember(user_id, valid, until=now + OPPORTUNISTIC_QUIET)
-            if self._clock() >= deadline_at:
+                return self.remember(user_id, valid, until=self._clock() + OPPORTUNISTIC_QUIET)
+            if self._clock() >= deadline:
                 raise TransientError(
                     "another process is refreshing the token and did not finish in time",
                     code="lease_timeout",
                 )
             await self._sleep(self._poll_interval)
             current = await coordinator.token_version(user_id)
-            if current != version:
-                version = current
+            if current != lease.version:
+                lease.version = current
                 token = await self._reuse_stored(user_id, force=force, rejected=rejected)
                 if token is not None:
                     return token
             cooldown = await coordinator.get_cooldown(user_id, now=self._clock())
             if cooldown is not None:
                 raise cooldown_error(cooldown, self._clock())
-        try:
-            token = await self._reuse_stored(user_id, force=force, rejected=rejected)
-            if token is not None:
-                return token
-            if force:
-                reason = "forced"
-            elif state is None:
-                reason = "missing"
-            else:
-                reason = "expiring" if valid is not None else "expired"
-            return await self._lead(
-                user_id, op_id, owner=owner, valid=valid, reason=reason, deadline_at=deadline_at
-            )
-        finally:
-            with contextlib.suppress(Exception):  # the lease also ends by itself after its TTL
-                await coordinator.release_lease(user_id, owner=owner)
 
     async def _lead(
         self,
@@ -402,7 +576,7 @@ class TokenRefresher:
         started = self._clock()
         policy = self._policy if valid is None else self._single_attempt
         attempts = 0
-        _emit(
+        emit(
             logging.INFO,
             "token_refresh_start",
             user_id,
@@ -424,14 +598,17 @@ class TokenRefresher:
             return await self._entra.refresh(refresh_token, budget=deadline_at - self._clock())
 
         async def renewing_sleep(seconds: float) -> None:
+            renewed = True
             with contextlib.suppress(Exception):  # best effort: the lease outlives one attempt
-                await self.coordinator.try_acquire_lease(
+                renewed = await self.coordinator.try_acquire_lease(
                     user_id, owner=owner, ttl=seconds + self._lease_ttl, now=self._clock()
                 )
+            if not renewed:  # our lease expired and another process holds it: two leaders
+                raise _LeaseLost
             await self._sleep(seconds)
 
         def on_retry(event: RetryEvent) -> None:
-            _emit(
+            emit(
                 logging.WARNING,
                 "token_refresh_retry",
                 user_id,
@@ -459,8 +636,8 @@ class TokenRefresher:
             until = max(self._clock() + OPPORTUNISTIC_QUIET, until)
             return self.remember(user_id, valid, until=until)
         await self.persist(user_id, op_id, grant)
-        state = grant_state(grant, buffer=self._buffer)
-        _emit(
+        state = grant_state(grant, buffer=self.buffer)
+        emit(
             logging.INFO,
             "token_refresh_success",
             user_id,
@@ -479,7 +656,7 @@ class TokenRefresher:
         cooldown = _cooldown_for(error, self._clock())
         relogin = isinstance(error, AuthenticationError) and error.status is not None
         auth = isinstance(error, AuthenticationError)
-        _emit(
+        emit(
             logging.WARNING if opportunistic else logging.ERROR,
             "token_refresh_failed_auth" if auth else "token_refresh_failed",
             user_id,
@@ -501,6 +678,10 @@ class TokenRefresher:
     async def persist(self, user_id: str, op_id: str, grant: TokenGrant) -> None:
         """Save ``grant`` in one ``save_token`` call; on failure drop it from memory too.
 
+        A failure also starts :data:`PERSIST_COOLDOWN`: refreshes in that time raise at once
+        instead of minting a token that cannot be kept. A success clears in-memory cool-downs
+        (the store clears its own).
+
         Args:
             user_id: Whose token.
             op_id: Operation id for the events.
@@ -513,7 +694,8 @@ class TokenRefresher:
             await self.store.save_token(user_id, grant.to_record())
         except Exception as exc:
             self.cache.pop(user_id, None)
-            _emit(
+            self._persist_failed[user_id] = self._clock() + PERSIST_COOLDOWN
+            emit(
                 logging.ERROR, "token_persistence_failed", user_id, op_id, error=type(exc).__name__
             )
             raise TokenPersistenceError(
@@ -521,7 +703,10 @@ class TokenRefresher:
                 request_id=grant.request_id,
                 hint="check the token store (disk, permissions, key), then try again",
             ) from exc
-        _emit(logging.INFO, "token_stored", user_id, op_id, expires_at=grant.expires_at)
+        self._persist_failed.pop(user_id, None)
+        if isinstance(self.coordinator, LocalCoordinator):
+            self.coordinator.cooldowns.pop(user_id, None)  # as a store's save clears its own
+        emit(logging.INFO, "token_stored", user_id, op_id, expires_at=grant.expires_at)
 
     async def read(self, user_id: str) -> dict[str, Any] | None:
         """Read ``user_id``'s token set from the store.
@@ -561,5 +746,14 @@ def error_fields(error: ArcSagaException) -> dict[str, Any]:
     return {"error": type(error).__name__, "message": error.message, **error.context()}
 
 
-def _emit(level: int, event: str, user_id: str, op_id: str, **context: Any) -> None:
+def emit(level: int, event: str, user_id: str, op_id: str, **context: Any) -> None:
+    """Log an auth event (logger ``saga.auth``) through :func:`~.events.log_with_context`.
+
+    Args:
+        level: A ``logging`` level.
+        event: The event name.
+        user_id: Whose token.
+        op_id: The operation id.
+        **context: Event fields (redacted by the events module).
+    """
     log_with_context(_LOG, level, event, user_id=user_id, op_id=op_id, **context)

@@ -10,6 +10,9 @@ reads each payload; :class:`StreamReader` applies the end-of-stream rules of PRO
 * an idle gap longer than ``idle_timeout`` between received bytes (keep-alive comments count as
   activity) or the call's deadline raises :class:`RequestTimeoutError`.
 
+Errors raised here chain nothing (no ``__cause__`` or ``__context__``): an httpx exception holds
+the request and its ``Authorization`` header, a timeout chain the frames that sent it.
+
 :class:`ChatStream` is what the engine hands out: an async iterator of text deltas. The engine's
 opener (run under the retry policy) returns a reader that already holds the first delta, so
 everything before the first delta is retried and nothing after it is.
@@ -68,21 +71,24 @@ class _IdleWatch(httpx.AsyncByteStream):
                     "The chat stream did not finish before the call's deadline", code="deadline"
                 )
             limit = min(self._idle_timeout, left)
+            chunk: bytes | None = None
             try:
                 async with asyncio.timeout(limit):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 return
             except TimeoutError:
+                pass  # raised below, outside the handler
+            if chunk is None:
                 if limit < self._idle_timeout:
                     raise RequestTimeoutError(
                         "The chat stream did not finish before the call's deadline",
                         code="deadline",
-                    ) from None
+                    )
                 raise RequestTimeoutError(
                     f"The chat stream was silent for more than {self._idle_timeout:g} s",
                     code="idle_timeout",
-                ) from None
+                )
             yield chunk
 
     async def aclose(self) -> None:
@@ -135,6 +141,7 @@ class StreamReader:
             with ``completion`` for a server that answered plain JSON despite ``stream: true``.
         request_id: Server request id of the answer.
         completion: A whole non-streaming answer to replay as one delta.
+        previews: Quote a malformed event in its parse error (only with ``journal_content``).
     """
 
     def __init__(
@@ -144,8 +151,10 @@ class StreamReader:
         *,
         request_id: str | None,
         completion: Completion | None = None,
+        previews: bool = False,
     ) -> None:
         self._stack = stack
+        self._previews = previews
         self._events: AsyncIterator[ServerSentEvent] | None = (
             source.aiter_sse() if source is not None else None
         )
@@ -203,11 +212,24 @@ class StreamReader:
         error.request_id = error.request_id or self.request_id
         return error
 
-    async def _read_one(self) -> None:
+    async def _next_event(self) -> ServerSentEvent | TransientError | None:
+        # The next event, None at EOF, or the failure to raise: returned, not raised, so that the
+        # caller raises it outside this handler and nothing (no httpx error) is chained to it.
         events = cast(AsyncIterator[ServerSentEvent], self._events)  # set unless _ended
         try:
-            event = await anext(events)
+            return await anext(events)
         except StopAsyncIteration:
+            return None
+        except TransientError as error:
+            return error
+        except httpx.HTTPError as error:
+            return transport_error(error)
+
+    async def _read_one(self) -> None:
+        event = await self._next_event()
+        if isinstance(event, TransientError):
+            raise self._stamp(event)
+        if event is None:
             self._ended = True
             if self._finish_reason is None:
                 raise self._stamp(
@@ -215,16 +237,12 @@ class StreamReader:
                         "The chat stream ended early, without finish_reason or [DONE]",
                         code="truncated",
                     )
-                ) from None
+                )
             return
-        except TransientError as error:
-            raise self._stamp(error) from None
-        except httpx.HTTPError as error:
-            raise self._stamp(transport_error(error)) from error
         if not event.data:
             return
         try:
-            chunk = parse_stream_event(event.data)
+            chunk = parse_stream_event(event.data, preview=self._previews)
         except TransientError as error:
             raise self._stamp(error) from None
         if chunk.done:
@@ -272,6 +290,7 @@ async def open_sse(
     idle_timeout: float,
     deadline_at: float,
     clock: Clock,
+    previews: bool = False,
 ) -> StreamReader | RawAnswer:
     """POST a streaming request and open the answer.
 
@@ -285,6 +304,7 @@ async def open_sse(
         idle_timeout: Longest silence allowed while the body arrives.
         deadline_at: Unix time (``clock``) by which the whole answer must be in.
         clock: The engine's clock.
+        previews: Quote malformed answers in parse errors (only with ``journal_content``).
 
     Returns:
         A reader for a 2xx answer (an event stream, or a whole JSON answer from a server that
@@ -304,13 +324,16 @@ async def open_sse(
             content=content,
             timeout=wait_limit,
         )
+        response: httpx.Response | None = None
         try:
             async with asyncio.timeout(wait_limit):
                 response = await client.send(request, stream=True)
         except TimeoutError:
+            pass  # raised below, outside the handler
+        if response is None:
             raise RequestTimeoutError(
                 f"The chat endpoint sent no answer within {wait_limit:g} s", code="timeout"
-            ) from None
+            )
         stack.push_async_callback(response.aclose)
         watch_idle(response, idle_timeout=idle_timeout, deadline_at=deadline_at, clock=clock)
         if not response.is_success:
@@ -320,11 +343,13 @@ async def open_sse(
         request_id = request_id_of(response.headers)
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" in content_type:
-            return StreamReader(stack, EventSource(response), request_id=request_id)
+            return StreamReader(
+                stack, EventSource(response), request_id=request_id, previews=previews
+            )
         body = await response.aread()
         await stack.aclose()
         try:
-            completion = parse_completion(body, content_type=content_type)
+            completion = parse_completion(body, content_type=content_type, preview=previews)
         except TransientError as error:
             error.status = response.status_code
             error.request_id = request_id

@@ -18,11 +18,26 @@ transaction), a busy timeout so writers wait instead of failing with "database i
 **One database, one key.** When the database is created, a known value encrypted with the key
 is written to ``meta``. Every operation that encrypts or decrypts first checks that value in the
 same transaction, so a wrong key is refused before anything is read or written, and a key
-rotated by another process is noticed before a row could be written with the old one.
+rotated by another process is noticed before a row could be written with the old one (a store
+whose key came from the key file then re-reads it and follows the rotation, see :mod:`.keys`).
 
-**Why plain sqlite3, not sqlite-utils.** sqlite-utils' migrations and ``atomic()`` use deferred
-transactions (two processes creating the schema at once race), its table helpers commit on their
-own, and importing it costs ~120 ms (click, dateutil) on the ``%load_ext`` path.
+**What needs the key, and what does not (by design).** Only :meth:`get_token`,
+:meth:`save_token` and :meth:`rotate_key` use the key. Everything else touches clear metadata
+only and works without it: :meth:`delete_token` (so a user who lost the key can still log out and
+sign in again), :meth:`list_tokens` / :meth:`read_token_infos`, and the coordination writes
+:meth:`set_cooldown`, :meth:`set_relogin_required`, :meth:`try_acquire_lease` and
+:meth:`release_lease` (and the read :meth:`lease_holder`), so processes coordinate refreshes
+whatever key each one holds.
+
+**Old ciphertext does not linger.** Connections run with ``PRAGMA secure_delete=ON`` (freed
+content is zeroed), and :meth:`rotate_key` ends with ``VACUUM`` and
+``PRAGMA wal_checkpoint(TRUNCATE)``, so no page encrypted with the old key survives in the
+database file, its free pages or the WAL.
+
+**Schema.** Tables are declared with sqlite-utils (``Table.create``, ``add_column``) in named
+migrations run by :func:`._sqlite.apply_migrations`, the runner the event journal uses too; every
+read and write of rows is plain sqlite3 in explicit transactions, because sqlite-utils' write
+helpers commit on their own terms. sqlite-utils is imported only when a migration is pending.
 """
 
 from __future__ import annotations
@@ -33,77 +48,84 @@ import json
 import math
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, get_args
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from ._files import check_private_file, create_private_file
+from ._sqlite import Migration, apply_migrations, transaction
 from .config import Settings
 from .errors import InputValidationError, TokenStorageError
-from .keys import (
-    KEY_FILE_NAME,
-    KeyRing,
-    check_private_file,
-    create_private_file,
-    parse_key,
-    resolve_key,
-)
-from .protocols import RefreshCooldown
+from .keys import KEY_FILE_NAME, KeyRing, parse_key, resolve_key
+from .protocols import CooldownKind, RefreshCooldown
 from .types import TokenInfo
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 __all__ = ["MAX_USER_ID_LENGTH", "MIGRATIONS", "SQLiteEncryptedTokenStore"]
 
 T = TypeVar("T")
-CooldownKind = Literal["authentication", "configuration", "transient", "rate_limit"]
 
 MAX_USER_ID_LENGTH = 256
-_COOLDOWN_KINDS: dict[str, CooldownKind] = {
-    "authentication": "authentication",
-    "configuration": "configuration",
-    "transient": "transient",
-    "rate_limit": "rate_limit",
-}
+_COOLDOWN_KINDS: frozenset[str] = frozenset(get_args(CooldownKind))
+_MAX_COOLDOWN_MESSAGE = 500
+_MAX_COOLDOWN_CODE = 200
 
-MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "0001_tokens",
-        (
-            """CREATE TABLE tokens (
-                user_id TEXT PRIMARY KEY,
-                encrypted_data BLOB NOT NULL,
-                expires_at REAL,
-                scopes TEXT,
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL,
-                version INTEGER NOT NULL,
-                relogin_required INTEGER NOT NULL DEFAULT 0,
-                cooldown_until REAL,
-                cooldown_kind TEXT,
-                cooldown_message TEXT,
-                cooldown_retry_after REAL
-            )""",
-        ),
-    ),
-    (
-        "0002_leases",
-        (
-            """CREATE TABLE leases (
-                user_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
-            )""",
-        ),
-    ),
-    (
-        "0003_meta",
-        (
-            "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
-            "INSERT INTO meta (key, value) VALUES ('version_seq', 0)",
-        ),
-    ),
+
+def _create_tokens(db: Database) -> None:
+    db.table("tokens").create(
+        {
+            "user_id": str,
+            "encrypted_data": bytes,
+            "expires_at": float,
+            "scopes": str,
+            "created_at": float,
+            "updated_at": float,
+            "version": int,
+            "relogin_required": int,
+            "cooldown_until": float,
+            "cooldown_kind": str,
+            "cooldown_message": str,
+            "cooldown_retry_after": float,
+        },
+        pk="user_id",
+        not_null={"encrypted_data", "created_at", "updated_at", "version", "relogin_required"},
+        defaults={"relogin_required": 0},
+    )
+
+
+def _create_leases(db: Database) -> None:
+    db.table("leases").create(
+        {"user_id": str, "owner": str, "expires_at": float},
+        pk="user_id",
+        not_null={"owner", "expires_at"},
+    )
+
+
+def _create_meta(db: Database) -> None:
+    db.table("meta").create({"key": str, "value": bytes}, pk="key")  # value: ints and blobs
+    db.execute("INSERT INTO meta (key, value) VALUES ('version_seq', 0)")
+
+
+def _add_cooldown_details(db: Database) -> None:
+    tokens = db.table("tokens")
+    tokens.add_column("cooldown_status", int)
+    tokens.add_column("cooldown_code", str)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0001_tokens", _create_tokens),
+    Migration("0002_leases", _create_leases),
+    Migration("0003_meta", _create_meta),
+    Migration("0004_cooldown_status_code", _add_cooldown_details),
 )
-"""Named schema migrations, applied in order, each recorded in ``_migrations``."""
+"""Named schema migrations, applied in order, each recorded in ``_migrations``; append only."""
 
 _INFO_SQL = (
     "SELECT user_id, expires_at, created_at, updated_at, scopes, relogin_required,"
@@ -116,25 +138,14 @@ ON CONFLICT (user_id) DO UPDATE SET
     encrypted_data = excluded.encrypted_data, expires_at = excluded.expires_at,
     scopes = excluded.scopes, updated_at = excluded.updated_at, version = excluded.version,
     relogin_required = 0, cooldown_until = NULL, cooldown_kind = NULL,
-    cooldown_message = NULL, cooldown_retry_after = NULL
+    cooldown_message = NULL, cooldown_retry_after = NULL, cooldown_status = NULL,
+    cooldown_code = NULL
 """
 
 _LEASE_SQL = """
 INSERT INTO leases (user_id, owner, expires_at) VALUES (?, ?, ?)
 ON CONFLICT (user_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
 """
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection, *, write: bool = True) -> Iterator[None]:
-    """Run the block in one transaction: committed at the end, rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.rollback()
-        raise
 
 
 def _check_user_id(user_id: str) -> str:
@@ -159,6 +170,25 @@ def _number(value: object, name: str) -> float:
     raise InputValidationError(f"{name} must be a finite number of seconds")
 
 
+def _cooldown_values(cooldown: RefreshCooldown) -> tuple[Any, ...]:
+    """Validate ``cooldown``; return the values of the six cool-down columns."""
+    if cooldown.error_kind not in _COOLDOWN_KINDS:
+        raise InputValidationError(f"unknown cool-down kind {cooldown.error_kind!r}")
+    status = cooldown.status
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
+        raise InputValidationError("cooldown.status must be an HTTP status code (int) or None")
+    return (
+        _number(cooldown.until, "cooldown.until"),
+        cooldown.error_kind,
+        str(cooldown.message)[:_MAX_COOLDOWN_MESSAGE],
+        None
+        if cooldown.retry_after is None
+        else _number(cooldown.retry_after, "cooldown.retry_after"),
+        status,
+        None if cooldown.code is None else str(cooldown.code)[:_MAX_COOLDOWN_CODE],
+    )
+
+
 def _info(row: tuple[Any, ...]) -> TokenInfo:
     user_id, expires_at, created_at, updated_at, scopes, relogin, cooldown_until = row
     return TokenInfo(
@@ -170,6 +200,19 @@ def _info(row: tuple[Any, ...]) -> TokenInfo:
         relogin_required=bool(relogin),
         cooldown_until=cooldown_until,
     )
+
+
+def _purge_old_pages(conn: sqlite3.Connection) -> None:
+    """Rewrite the database and empty its WAL (after a rotation: drop the old ciphertext).
+
+    Raises:
+        sqlite3.Error: the rewrite failed, or the WAL could not be emptied because another
+            connection was still reading an older snapshot after the busy timeout.
+    """
+    conn.execute("VACUUM")
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        raise sqlite3.OperationalError("the WAL is still in use by another connection")
 
 
 def _describe(exc: BaseException) -> str:
@@ -223,6 +266,7 @@ class SQLiteEncryptedTokenStore:
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saga-token-store")
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # orders close() against calls being submitted
         self._closed = False
 
     # ----------------------------------------------------------------- public, key-free
@@ -336,7 +380,7 @@ class SQLiteEncryptedTokenStore:
         _check_user_id(user_id)
 
         def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            with _transaction(conn, write=False):
+            with transaction(conn, write=False):
                 self._verify_key(conn)
                 row = conn.execute(
                     "SELECT encrypted_data FROM tokens WHERE user_id = ?", (user_id,)
@@ -379,7 +423,7 @@ class SQLiteEncryptedTokenStore:
 
         def write(conn: sqlite3.Connection) -> None:
             now = self._clock()
-            with _transaction(conn):
+            with transaction(conn):
                 self._verify_key(conn)
                 blob = self._keys.encrypt(plain)
                 conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'version_seq'")
@@ -398,6 +442,9 @@ class SQLiteEncryptedTokenStore:
         is staged in ``<key file>.next`` before the commit and moved into place after it). A key
         from the argument or the environment is not persisted: store ``new_key`` first.
 
+        After the commit the database is rewritten (``VACUUM``) and its WAL emptied
+        (``wal_checkpoint(TRUNCATE)``), so no data encrypted with the old key stays on disk.
+
         Args:
             new_key: The new Fernet key.
 
@@ -405,7 +452,8 @@ class SQLiteEncryptedTokenStore:
             TokenStorageError: ``new_key`` is malformed, the current key does not match, a row
                 is corrupt, or the write failed (nothing changed); or the database was
                 re-encrypted but the key file could not be updated (the message says where
-                the new key is).
+                the new key is), or pages written with the old key could not be purged yet
+                (another connection kept reading; the message says to rotate again).
         """
         fresh_key = parse_key(new_key, source="new_key argument")
         await self._call("rotate key", lambda conn: self._rotate(conn, fresh_key))
@@ -434,7 +482,7 @@ class SQLiteEncryptedTokenStore:
             raise InputValidationError("ttl must be > 0 seconds")
 
         def acquire(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
+            with transaction(conn):
                 row = conn.execute(
                     "SELECT owner, expires_at FROM leases WHERE user_id = ?", (user_id,)
                 ).fetchone()
@@ -463,6 +511,28 @@ class SQLiteEncryptedTokenStore:
                 "DELETE FROM leases WHERE user_id = ? AND owner = ?", (user_id, owner)
             ),
         )
+
+    async def lease_holder(self, user_id: str, *, now: float) -> str | None:
+        """Return who holds ``user_id``'s live refresh lease at ``now``; a plain read, no lock.
+
+        Waiters poll this and call :meth:`try_acquire_lease` (a write) only when the lease looks
+        free, so waiting never queues behind other processes' writes.
+
+        Args:
+            user_id: Whose refresh.
+            now: Current unix time, from the caller's clock.
+
+        Returns:
+            The owner, or ``None`` when there is no lease or it expired at or before ``now``.
+
+        Raises:
+            InputValidationError: bad ``user_id``.
+            TokenStorageError: the database cannot be read.
+        """
+        row = await self._fetch_one(
+            "read lease", "SELECT owner, expires_at FROM leases WHERE user_id = ?", user_id
+        )
+        return None if row is None or row[1] <= now else str(row[0])
 
     async def token_version(self, user_id: str) -> int | None:
         """Return the version of ``user_id``'s token; it changes on every save.
@@ -501,18 +571,20 @@ class SQLiteEncryptedTokenStore:
         """
         row = await self._fetch_one(
             "read cool-down",
-            "SELECT cooldown_until, cooldown_kind, cooldown_message, cooldown_retry_after"
-            " FROM tokens WHERE user_id = ?",
+            "SELECT cooldown_until, cooldown_kind, cooldown_message, cooldown_retry_after,"
+            " cooldown_status, cooldown_code FROM tokens WHERE user_id = ?",
             user_id,
         )
         if row is None or row[0] is None or row[0] <= now:
             return None
-        until, kind, message, retry_after = row
+        until, kind, message, retry_after, status, code = row
         return RefreshCooldown(
             until=until,
-            error_kind=_COOLDOWN_KINDS.get(kind, "transient"),
+            error_kind=kind if kind in _COOLDOWN_KINDS else "transient",
             message=message or "",
             retry_after=retry_after,
+            status=status,
+            code=code,
         )
 
     async def set_cooldown(self, user_id: str, cooldown: RefreshCooldown | None) -> None:
@@ -522,30 +594,21 @@ class SQLiteEncryptedTokenStore:
 
         Args:
             user_id: Whose refresh.
-            cooldown: The cool-down; its message is kept up to 500 characters.
+            cooldown: The cool-down (any kind of :data:`~.protocols.CooldownKind`); its message
+                is kept up to 500 characters, its code up to 200.
 
         Raises:
             InputValidationError: bad ``user_id`` or cool-down fields.
             TokenStorageError: the database cannot be written.
         """
         _check_user_id(user_id)
-        values: tuple[Any, ...] = (None, None, None, None)
-        if cooldown is not None:
-            if cooldown.error_kind not in _COOLDOWN_KINDS:
-                raise InputValidationError(f"unknown cool-down kind {cooldown.error_kind!r}")
-            values = (
-                _number(cooldown.until, "cooldown.until"),
-                cooldown.error_kind,
-                str(cooldown.message)[:500],
-                None
-                if cooldown.retry_after is None
-                else _number(cooldown.retry_after, "cooldown.retry_after"),
-            )
+        values = (None,) * 6 if cooldown is None else _cooldown_values(cooldown)
         await self._call(
             "set cool-down",
             lambda conn: conn.execute(
                 "UPDATE tokens SET cooldown_until = ?, cooldown_kind = ?, cooldown_message = ?,"
-                " cooldown_retry_after = ? WHERE user_id = ?",
+                " cooldown_retry_after = ?, cooldown_status = ?, cooldown_code = ?"
+                " WHERE user_id = ?",
                 (*values, user_id),
             ),
         )
@@ -573,12 +636,23 @@ class SQLiteEncryptedTokenStore:
     # ----------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Finish queued calls, close the connection and stop the worker thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._executor.submit(self._close_connection).result()
+        """Finish queued calls, close the connection and stop the worker thread (idempotent).
+
+        Blocks until the worker is done (a queued write may wait up to ``busy_timeout``); from
+        async code use :meth:`aclose`. Safe to call from several threads at once.
+        """
+        closing = None
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                closing = self._executor.submit(self._close_connection)
         self._executor.shutdown(wait=True)
+        if closing is not None:
+            closing.result()
+
+    async def aclose(self) -> None:
+        """Close like :meth:`close`, waiting in a thread so the event loop keeps running."""
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Self:
         return self
@@ -590,7 +664,7 @@ class SQLiteEncryptedTokenStore:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
+        await self.aclose()
 
     # ----------------------------------------------------------------- internals
 
@@ -623,12 +697,14 @@ class SQLiteEncryptedTokenStore:
         return plain, expires_at, scope
 
     async def _call(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise TokenStorageError(
-                f"the token store {self._db_path} is closed", hint="open a new store"
-            )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._in_worker, operation, fn)
+        with self._lock:
+            if self._closed:
+                raise TokenStorageError(
+                    f"the token store {self._db_path} is closed", hint="open a new store"
+                )
+            future = loop.run_in_executor(self._executor, self._in_worker, operation, fn)
+        return await future
 
     async def _fetch_one(self, operation: str, sql: str, user_id: str) -> Any:
         _check_user_id(user_id)
@@ -651,24 +727,18 @@ class SQLiteEncryptedTokenStore:
         check_private_file(self._db_path, os.stat(self._db_path), what="token store")
         conn = sqlite3.connect(self._db_path, timeout=self._busy_timeout, isolation_level=None)
         try:
+            conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed, not left behind
             conn.execute("PRAGMA journal_mode=WAL")  # outside any transaction, on purpose
-            self._migrate(conn)
+            apply_migrations(conn, MIGRATIONS, now=self._clock())
+            self._seed_key_check(conn)
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        with _transaction(conn):
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)"
-            )
-            applied = {name for (name,) in conn.execute("SELECT name FROM _migrations")}
-            for name, statements in MIGRATIONS:
-                if name not in applied:
-                    for statement in statements:
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, self._clock()))
+    def _seed_key_check(self, conn: sqlite3.Connection) -> None:
+        """Write the key check of a new, empty database (the first key to open it wins)."""
+        with transaction(conn):
             has_check = conn.execute("SELECT 1 FROM meta WHERE key = 'key_check'").fetchone()
             has_rows = conn.execute("SELECT 1 FROM tokens LIMIT 1").fetchone()
             if has_check is None and has_rows is None:
@@ -683,7 +753,7 @@ class SQLiteEncryptedTokenStore:
         self._keys.verify(None if row is None else row[0], store=self._db_path)
 
     def _rotate(self, conn: sqlite3.Connection, fresh_key: bytes) -> None:
-        with _transaction(conn):
+        with transaction(conn):
             self._verify_key(conn)
             rotator = self._keys.rotator(fresh_key)
             updates = []
@@ -699,7 +769,19 @@ class SQLiteEncryptedTokenStore:
             check = self._keys.stage(fresh_key)
             conn.executemany("UPDATE tokens SET encrypted_data = ? WHERE user_id = ?", updates)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'key_check'", (check,))
-        self._keys.switch(fresh_key, check)
+        purge_error: sqlite3.Error | None = None
+        try:
+            _purge_old_pages(conn)
+        except sqlite3.Error as exc:
+            purge_error = exc
+        self._keys.switch(fresh_key, check)  # always, even when the purge failed
+        if purge_error is not None:
+            raise TokenStorageError(
+                f"the token store {self._db_path} now uses the new key, but pages written with "
+                f"the old key could not be purged yet ({_describe(purge_error)})",
+                hint="rotate again (the same new key will do) when no other process is using "
+                "the token store",
+            ) from purge_error
 
     def _close_connection(self) -> None:
         if self._conn is not None:

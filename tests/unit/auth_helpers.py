@@ -7,7 +7,7 @@ import base64
 import itertools
 import json
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,6 +208,8 @@ class FakeStore(PlainStore):
         self.relogin: dict[str, bool] = {}
         self.fail_coordination: Exception | None = None
         self.on_acquire: Callable[[str], None] | None = None
+        self.after_acquire: Callable[[], Awaitable[None]] | None = None
+        self.holder_checks = 0
 
     def put(self, user_id: str, **token: Any) -> None:
         """Write a row directly, as another process would (bumps the version)."""
@@ -252,7 +254,17 @@ class FakeStore(PlainStore):
         if held is not None and held.owner != owner and held.expires_at > now:
             return False
         self.leases[user_id] = Lease(owner, now + ttl)
+        if self.after_acquire is not None:  # e.g. the commit is slow and the caller cancelled
+            await self.after_acquire()
         return True
+
+    async def lease_holder(self, user_id: str, *, now: float) -> str | None:
+        await asyncio.sleep(0)
+        self.holder_checks += 1
+        if self.fail_coordination is not None:
+            raise self.fail_coordination
+        held = self.leases.get(user_id)
+        return held.owner if held is not None and held.expires_at > now else None
 
     async def release_lease(self, user_id: str, *, owner: str) -> None:
         self.lease_log.append(("release", owner, 0.0))
@@ -341,3 +353,30 @@ def build(
         **options,
     )
     return manager, entra, client
+
+
+# -- exception chains ---------------------------------------------------------------------------
+
+
+def exception_chain(error: BaseException) -> list[BaseException]:
+    """Every exception reachable from ``error`` through ``__cause__`` and ``__context__``."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [error]
+    while todo:
+        current = todo.pop()
+        if any(current is known for known in seen):
+            continue
+        seen.append(current)
+        todo.extend(link for link in (current.__cause__, current.__context__) if link is not None)
+    return seen
+
+
+def assert_clean_chain(error: BaseException, *secrets: str) -> None:
+    """No httpx exception (it holds the request, body and headers) and no secret in the chain."""
+    for link in exception_chain(error):
+        assert not isinstance(link, httpx.HTTPError), f"{type(link).__name__} reachable"
+        assert not isinstance(link, httpx.Request | httpx.Response)
+        texts = [str(link), repr(link), repr(link.args), repr(vars(link))]
+        for value in secrets:
+            for text in texts:
+                assert value not in text, f"secret in {type(link).__name__}: {text}"

@@ -8,12 +8,25 @@ from typing import Any
 
 import httpx
 import pytest
-from auth_helpers import FakeStore, Harness, PlainStore, build, oauth_error, secret, token_ok
+from auth_helpers import (
+    CLIENT_ID,
+    TENANT,
+    FakeStore,
+    Harness,
+    PlainStore,
+    build,
+    oauth_error,
+    secret,
+    token_ok,
+)
 
+from saga_magic.core.auth import EntraIDAuthManager
 from saga_magic.core.errors import (
     AuthenticationError,
     ConfigurationError,
+    PermissionDeniedError,
     RateLimitError,
+    RequestTimeoutError,
     TransientError,
 )
 from saga_magic.core.events import Event, subscribe
@@ -210,9 +223,11 @@ async def test_another_process_fails_and_we_raise_the_same_kind(h: Harness) -> N
     ("kind", "error"),
     [
         ("authentication", AuthenticationError),
+        ("permission", PermissionDeniedError),
         ("configuration", ConfigurationError),
         ("transient", TransientError),
         ("rate_limit", RateLimitError),
+        ("timeout", RequestTimeoutError),
     ],
 )
 async def test_cooldown_kinds_map_to_error_classes(
@@ -222,7 +237,8 @@ async def test_cooldown_kinds_map_to_error_classes(
     h.store.cooldowns["alice"] = RefreshCooldown(until=h.clock() + 10, error_kind=kind, message="x")
     with pytest.raises(error) as caught:
         await h.manager.get_valid_token("alice")
-    if kind in ("transient", "rate_limit"):
+    assert type(caught.value) is error
+    if kind in ("transient", "rate_limit", "timeout"):
         assert caught.value.retry_after == 10  # type: ignore[attr-defined]
     else:
         assert not isinstance(caught.value, TransientError)
@@ -467,7 +483,7 @@ async def test_hundred_force_refreshes_one_post(h: Harness) -> None:
 async def test_force_refresh_joining_a_plain_refresh_forces_its_own(h: Harness) -> None:
     # The cached token is due (inside the buffer); the stored one is fine and is the rejected one.
     rejected = h.seed(expires_in=3600)["access_token"]
-    h.manager._cache["alice"] = (h.clock() - 1, rejected, h.clock() + 3600)
+    h.manager._cache["alice"] = (h.clock() - 1, rejected)
     new_at = secret("at")
     h.entra.reply(token_ok(new_at))
     plain = asyncio.ensure_future(h.manager.get_valid_token("alice"))
@@ -522,3 +538,271 @@ async def test_lease_wait_and_retries_share_one_deadline(make: Make) -> None:
     # 4 s of lease polling, then waits 1 + 2 fit in the 6 s left; a 4 s wait would not.
     assert h.clock.sleeps == [1.0, 1.0, 1.0, 1.0, 1.0, 2.0]
     assert caught.value.attempts == 3
+
+
+# -- review fixes -------------------------------------------------------------------------------
+
+
+async def _spin(rounds: int = 20) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+async def test_a_caller_arriving_after_the_last_one_left_gets_its_own_refresh(h: Harness) -> None:
+    # /tmp/r8.py: the new caller joined the flight being cancelled and got CancelledError.
+    h.seed(expires_in=-1)
+    real_read = h.store.get_token
+
+    async def first_read_hangs(user_id: str) -> Any:
+        h.store.get_token = real_read  # type: ignore[method-assign]
+        await asyncio.Event().wait()
+
+    h.store.get_token = first_read_hangs  # type: ignore[method-assign]
+    new_at = secret("at")
+    h.entra.reply(token_ok(new_at))
+    old = asyncio.ensure_future(h.manager.get_valid_token("alice"))
+    await _spin()
+    old.cancel()  # e.g. a Textual exclusive worker superseded
+    new = asyncio.ensure_future(h.manager.get_valid_token("alice"))  # started right away
+    assert await new == new_at
+    with pytest.raises(asyncio.CancelledError):
+        await old
+    assert h.entra.posts == 1
+    await _spin()
+    assert h.manager._refresher._flights == {}
+    assert h.manager._refresher._tasks == set()
+
+
+async def test_cancelled_while_taking_the_lease_releases_it(h: Harness) -> None:
+    # /tmp/r3.py: cancelled during the lease's commit, the lease stayed for lease_ttl + timeout.
+    h.seed(expires_in=-1)
+    h.store.after_acquire = asyncio.Event().wait  # the commit is slow
+    caller = asyncio.ensure_future(h.manager.get_valid_token("alice"))
+    await _spin()
+    flight = h.manager._refresher._flights["alice"]
+    assert "alice" in h.store.leases  # taken; the caller does not know it yet
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.wait({flight.task})
+    assert h.store.leases == {}
+    # The next caller (or process) is not held up by an orphan lease.
+    h.store.after_acquire = None
+    h.entra.reply(token_ok())
+    await h.manager.get_valid_token("alice")
+    assert h.clock.sleeps == []
+
+
+async def test_a_cancelled_release_still_happens(h: Harness) -> None:
+    # Cancelled again while releasing (abandoned, then closed): the release is shielded.
+    h.seed(expires_in=-1)
+    h.store.after_acquire = asyncio.Event().wait
+    real_release = h.store.release_lease
+    releasing = asyncio.Event()
+    proceed = asyncio.Event()
+
+    async def slow_release(user_id: str, *, owner: str) -> None:
+        releasing.set()
+        await proceed.wait()
+        await real_release(user_id, owner=owner)
+
+    h.store.release_lease = slow_release  # type: ignore[method-assign]
+    caller = asyncio.ensure_future(h.manager.get_valid_token("alice"))
+    await _spin()
+    flight = h.manager._refresher._flights["alice"]
+    caller.cancel()
+    async with asyncio.timeout(5):
+        await releasing.wait()
+    flight.task.cancel()  # cancelled once more while it releases
+    await asyncio.wait({flight.task})
+    proceed.set()
+    await _spin()
+    assert h.store.leases == {}
+
+
+async def test_cooldown_is_rechecked_under_the_lease(h: Harness) -> None:
+    # /tmp/r9.py: the leader failed between our cool-down read and our lease: no POST now.
+    h.seed(expires_in=-1)
+
+    def leader_failed_meanwhile(owner: str) -> None:
+        h.store.on_acquire = None
+        h.store.cooldowns["alice"] = RefreshCooldown(
+            until=h.clock() + 86400, error_kind="authentication", message="invalid_grant"
+        )
+
+    h.store.on_acquire = leader_failed_meanwhile
+    with pytest.raises(AuthenticationError) as caught:
+        await h.manager.get_valid_token("alice")
+    assert caught.value.code == "cooldown"
+    assert h.entra.posts == 0
+    assert h.store.leases == {}
+
+
+async def test_cooldown_under_the_lease_keeps_a_valid_token(h: Harness) -> None:
+    row = h.seed(expires_in=200)  # opportunistic
+
+    def leader_failed_meanwhile(owner: str) -> None:
+        h.store.on_acquire = None
+        h.store.cooldowns["alice"] = RefreshCooldown(
+            until=h.clock() + 5, error_kind="transient", message="503"
+        )
+
+    h.store.on_acquire = leader_failed_meanwhile
+    assert await h.manager.get_valid_token("alice") == row["access_token"]
+    assert h.entra.posts == 0
+    assert h.manager._cache["alice"][0] == h.clock() + OPPORTUNISTIC_QUIET
+
+
+async def test_a_lost_lease_stops_our_retries_and_we_wait_for_the_new_holder(
+    make: Make, events: list[Event]
+) -> None:
+    h = make(max_retries=3)
+    h.seed(expires_in=-1)
+    other = _other_lease(h, ttl=60)
+    fresh = secret("at")
+
+    def first_attempt(request: httpx.Request) -> httpx.Response:
+        h.store.leases["alice"] = other  # ours lapsed meanwhile; another process took over
+        return httpx.Response(503)
+
+    async def other_process_finishes(seconds: float) -> None:
+        await h.clock.sleep(seconds)
+        h.store.put("alice", access_token=fresh, refresh_token=secret("rt"),
+                    expires_at=h.clock() + 3600)  # fmt: skip
+
+    h.entra.reply(first_attempt)
+    h.manager._refresher._sleep = other_process_finishes
+    assert await h.manager.get_valid_token("alice") == fresh
+    assert h.entra.posts == 1  # no second leader posting
+    assert h.clock.sleeps == [0.05]  # one lease poll, not the 1 s retry wait
+    assert h.store.leases["alice"] is other  # the new holder's lease is left alone
+    names = [e.event for e in events]
+    assert names == ["token_refresh_start", "token_refresh_retry", "token_refresh_failed"]
+    assert events[-1].context["code"] == "lease_lost"
+    assert events[-1].level == "WARNING"
+
+
+async def test_waiters_poll_read_only_and_write_only_when_the_lease_looks_free(
+    h: Harness,
+) -> None:
+    h.seed(expires_in=-1)
+    h.store.leases["alice"] = _other_lease(h, ttl=0.12)
+    h.entra.reply(token_ok())
+    await h.manager.get_valid_token("alice")
+    acquires = [entry for entry in h.store.lease_log if entry[0] == "acquire"]
+    assert len(acquires) == 1  # one write, once the holder's lease had expired
+    assert h.store.holder_checks == 4
+    assert h.clock.sleeps == [0.05, 0.05, 0.05]
+
+
+async def test_a_lease_taken_between_look_and_take_is_waited_for(h: Harness) -> None:
+    h.seed(expires_in=-1)
+    fresh = secret("at")
+    real_holder = h.store.lease_holder
+
+    async def looks_free_once(user_id: str, *, now: float) -> str | None:
+        h.store.lease_holder = real_holder  # type: ignore[method-assign]
+        h.store.leases["alice"] = _other_lease(h, ttl=60)  # taken right after our look
+        return None
+
+    async def other_process_finishes(seconds: float) -> None:
+        await h.clock.sleep(seconds)
+        h.store.put("alice", access_token=fresh, refresh_token=secret("rt"),
+                    expires_at=h.clock() + 3600)  # fmt: skip
+
+    h.store.lease_holder = looks_free_once  # type: ignore[method-assign]
+    h.manager._refresher._sleep = other_process_finishes
+    assert await h.manager.get_valid_token("alice") == fresh
+    assert h.entra.posts == 0
+
+
+async def test_a_timeout_cooldown_keeps_its_class_and_status(make: Make) -> None:
+    first = make(max_retries=0)
+    second = make(first.store)
+    first.seed(expires_in=-1)
+    first.entra.reply(httpx.Response(504, text="Gateway Timeout"))
+    with pytest.raises(RequestTimeoutError):
+        await first.manager.get_valid_token("alice")
+    cooldown = first.store.cooldowns["alice"]
+    assert (cooldown.error_kind, cooldown.status) == ("timeout", 504)
+    with pytest.raises(RequestTimeoutError) as caught:
+        await second.manager.get_valid_token("alice")
+    assert (caught.value.code, caught.value.status) == ("cooldown", 504)
+    assert second.entra.posts == 0
+
+
+async def test_an_auth_cooldown_keeps_status_and_code(make: Make) -> None:
+    first = make()
+    second = make(first.store)
+    first.seed(expires_in=-1)
+    first.entra.reply(oauth_error(400, "invalid_grant", (70000,)))
+    with pytest.raises(AuthenticationError):
+        await first.manager.get_valid_token("alice")
+    cooldown = first.store.cooldowns["alice"]
+    assert (cooldown.status, cooldown.code) == (400, "invalid_grant")
+    with pytest.raises(AuthenticationError) as caught:
+        await second.manager.get_valid_token("alice")
+    assert (caught.value.code, caught.value.status) == ("cooldown", 400)
+    assert "invalid_grant" in caught.value.message
+
+
+async def test_refresh_events_carry_the_callers_op_id(h: Harness, events: list[Event]) -> None:
+    h.seed(expires_in=-1)
+    h.entra.reply(token_ok(), token_ok())
+    await h.manager.get_valid_token("alice", op_id="op-engine-1")
+    await h.manager.force_refresh("alice", op_id="op-engine-2")
+    assert [e.op_id for e in events if e.event == "token_refresh_start"] == [
+        "op-engine-1",
+        "op-engine-2",
+    ]
+    assert {e.op_id for e in events} == {"op-engine-1", "op-engine-2"}
+
+
+async def test_logout_cancels_a_refresh_in_flight(fake_clock: Any, events: list[Event]) -> None:
+    store = FakeStore()
+    posting = asyncio.Event()
+
+    async def slow_entra(request: httpx.Request) -> httpx.Response:
+        posting.set()
+        await asyncio.sleep(0.01)
+        return token_ok()
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(slow_entra)) as client:
+        manager = EntraIDAuthManager(
+            store,
+            tenant_id=TENANT,
+            client_id=CLIENT_ID,
+            http_client=client,
+            clock=fake_clock,
+            sleep=fake_clock.sleep,
+        )
+        store.put("alice", access_token=secret("at"), refresh_token=secret("rt"), expires_at=0)
+        caller = asyncio.ensure_future(manager.get_valid_token("alice"))
+        await posting.wait()
+        assert await manager.logout("alice") is True
+        with pytest.raises(AuthenticationError) as caught:
+            await caller
+        assert caught.value.code == "signed_out"
+        await asyncio.sleep(0.02)  # the answer would have arrived by now
+        assert "alice" not in store.rows  # not saved again after the logout
+        assert "alice" not in manager._cache
+        assert store.leases == {}
+        assert "token_stored" not in [e.event for e in events]
+        await manager.close()
+
+
+async def test_logout_without_a_refresh_in_flight(h: Harness) -> None:
+    h.seed()
+    await h.manager.get_valid_token("alice")
+    assert await h.manager.logout("alice") is True
+    assert "alice" not in h.manager._cache
+
+
+async def test_local_coordinator() -> None:
+    local = LocalCoordinator()
+    cooldown = RefreshCooldown(until=10.0, error_kind="transient", message="x")
+    await local.set_cooldown("alice", cooldown)
+    assert await local.get_cooldown("alice", now=5.0) is cooldown
+    await local.set_cooldown("alice", None)
+    assert await local.get_cooldown("alice", now=5.0) is None
+    assert await local.lease_holder("alice", now=5.0) is None

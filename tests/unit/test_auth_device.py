@@ -29,9 +29,11 @@ from saga_magic.core.errors import (
     AuthenticationError,
     ConfigurationError,
     TokenPersistenceError,
+    TokenStorageError,
     TransientError,
 )
 from saga_magic.core.events import Event, subscribe
+from saga_magic.core.types import TokenInfo
 
 Make = Callable[..., Harness]
 PENDING = (400, "authorization_pending", (70016,))
@@ -126,13 +128,26 @@ async def test_start_configuration_error(h: Harness, events: list[Event]) -> Non
     assert h.entra.posts == 1
 
 
-async def test_start_retries_transient_failures(make: Make) -> None:
+async def test_start_retries_transient_failures(make: Make, events: list[Event]) -> None:
     h = make(max_retries=1)
     h.entra.reply(httpx.Response(200, json={"user_code": "X"}), httpx.Response(503))
     with pytest.raises(TransientError):
         await h.manager.start_device_login("alice")
     assert h.entra.posts == 2
     assert h.clock.sleeps == [1.0]
+    retry, failed = events
+    assert (retry.event, retry.level, failed.event) == (
+        "device_code_retry",
+        "WARNING",
+        "login_failed",
+    )
+    assert retry.op_id == failed.op_id
+    assert retry.context["attempt"] == 1
+    assert retry.context["max_attempts"] == 2
+    assert retry.context["wait_s"] == 1.0
+    assert retry.context["next_attempt_at"] == h.clock() - 1.0 + 1.0
+    assert retry.context["reason"] == "200"  # a 200 answer without the codes
+    assert retry.context["error"] == "TransientError"
 
 
 # -- complete -------------------------------------------------------------------------------------
@@ -259,9 +274,10 @@ async def test_terminal_poll_errors(
 
 async def test_configuration_error_while_polling(h: Harness) -> None:
     login, _ = await start(h)
-    h.entra.reply(oauth_error(401, "invalid_client", (7000215,)))
-    with pytest.raises(ConfigurationError):
+    h.entra.reply(pending(), oauth_error(401, "invalid_client", (7000215,)))
+    with pytest.raises(ConfigurationError) as caught:
         await h.manager.complete_device_login(login)
+    assert caught.value.attempts == 2
 
 
 async def test_local_expiry_while_pending(h: Harness, events: list[Event]) -> None:
@@ -336,3 +352,59 @@ async def test_no_error_memoization_between_logins(h: Harness) -> None:
     h.entra.reply(token_ok())
     await h.manager.complete_device_login(second)
     assert "alice" in h.store.rows
+
+
+async def test_an_on_poll_error_ends_the_login_with_login_failed(
+    h: Harness, events: list[Event]
+) -> None:
+    login, _ = await start(h)
+    h.entra.reply(pending())
+
+    def broken(poll: DevicePoll) -> None:
+        raise RuntimeError("the display went away")
+
+    with pytest.raises(RuntimeError):
+        await h.manager.complete_device_login(login, on_poll=broken)
+    assert events[-1].event == "login_failed"
+    assert events[-1].context == {"error": "RuntimeError"}
+    assert h.store.saves == []
+
+
+async def test_login_reports_the_stored_created_at(make: Make) -> None:
+    class DatedStore(FakeStore):
+        async def list_tokens(self) -> list[TokenInfo]:
+            return [
+                TokenInfo(user_id="bob", expires_at=None, created_at=1.0, updated_at=2.0),
+                TokenInfo(user_id="alice", expires_at=None, created_at=1000.0, updated_at=2000.0),
+            ]
+
+    h = make(DatedStore())
+    login, _ = await start(h)
+    h.entra.reply(token_ok())
+    info = await h.manager.complete_device_login(login)
+    assert (info.created_at, info.updated_at) == (1000.0, 2000.0)  # an existing user's row
+
+
+async def test_login_created_at_falls_back_to_now(make: Make) -> None:
+    class BrokenListing(FakeStore):
+        async def list_tokens(self) -> list[TokenInfo]:
+            raise TokenStorageError("cannot list")
+
+    for store in (PlainStore(), BrokenListing()):
+        h = make(store)
+        login, _ = await start(h)
+        h.entra.reply(token_ok())
+        info = await h.manager.complete_device_login(login)
+        assert info.created_at == info.updated_at == h.clock()
+
+
+async def test_login_without_the_user_in_the_listing_falls_back_to_now(make: Make) -> None:
+    class EmptyListing(FakeStore):
+        async def list_tokens(self) -> list[TokenInfo]:
+            return []
+
+    h = make(EmptyListing())
+    login, _ = await start(h)
+    h.entra.reply(token_ok())
+    info = await h.manager.complete_device_login(login)
+    assert info.created_at == h.clock()

@@ -10,7 +10,7 @@ from auth_helpers import b64, make_jwt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saga_magic.core.jwt import MAX_TOKEN_CHARS, jwt_exp
+from saga_magic.core.jwt import MAX_TOKEN_CHARS, finite_float, jwt_exp
 
 
 def raw(payload: bytes) -> str:
@@ -81,3 +81,20 @@ def test_never_raises_on_any_exp(value: Any) -> None:
     token = raw(json.dumps({"exp": value}).encode())
     result = jwt_exp(token)
     assert result is None or result == value
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (3, 3.0),
+        (-1.5, -1.5),
+        (True, None),
+        ("3", None),
+        (None, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        (10**400, None),
+    ],
+)
+def test_finite_float(value: Any, expected: float | None) -> None:
+    assert finite_float(value) == expected

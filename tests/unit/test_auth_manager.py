@@ -21,6 +21,7 @@ from auth_helpers import (
     FakeStore,
     Harness,
     PlainStore,
+    assert_clean_chain,
     b64,
     build,
     html,
@@ -32,9 +33,12 @@ from auth_helpers import (
 
 from saga_magic.core.auth import EntraIDAuthManager
 from saga_magic.core.config import Settings
+from saga_magic.core.entra import TokenGrant
 from saga_magic.core.errors import (
+    ArcSagaException,
     AuthenticationError,
     ConfigurationError,
+    PermissionDeniedError,
     RateLimitError,
     RequestTimeoutError,
     TokenPersistenceError,
@@ -42,6 +46,14 @@ from saga_magic.core.errors import (
     TransientError,
 )
 from saga_magic.core.events import Event, subscribe
+from saga_magic.core.protocols import RefreshCooldown
+from saga_magic.core.refresh import (
+    AUTH_COOLDOWN,
+    PERSIST_COOLDOWN,
+    TokenState,
+    _cooldown_for,
+    cooldown_error,
+)
 
 Make = Callable[..., Harness]
 EXP_NAN = "a." + b64(b'{"exp": NaN}') + ".c"
@@ -374,6 +386,60 @@ async def test_network_error_exhausts_to_transient(make: Make) -> None:
     assert caught.value.attempts == 2
 
 
+async def test_no_httpx_error_reaches_the_caller_through_the_chain(make: Make) -> None:
+    # /tmp/r2.py at the manager level: every error we raise, walked through
+    # __cause__ / __context__, holds no httpx exception (request body: RT + client secret).
+    client_secret = secret("cs")
+    h = make(max_retries=2, client_secret=client_secret)
+    row = h.seed(expires_in=-1)
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    def decoding(request: httpx.Request) -> httpx.Response:
+        raise httpx.DecodingError("bad gzip", request=request)
+
+    def read_timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    h.entra.reply(refused, decoding, read_timeout)
+    with pytest.raises(TransientError) as caught:
+        await h.manager.get_valid_token("alice")
+    assert_clean_chain(caught.value, row["refresh_token"], client_secret)
+    assert h.entra.posts == 3
+
+
+def test_token_state_repr_hides_the_token() -> None:
+    token = secret("at")
+    state = TokenState(token, 1.0, 0.5)
+    assert token not in repr(state)
+    assert (state.access_token, state.expires_at, state.refresh_at) == (token, 1.0, 0.5)
+
+
+def test_cooldown_errors_name_the_leaders_code() -> None:
+    cooldown = RefreshCooldown(
+        until=110.0, error_kind="permission", message="denied", status=403, code="access_denied"
+    )
+    error = cooldown_error(cooldown, 100.0)
+    assert type(error) is PermissionDeniedError
+    assert (error.code, error.status) == ("cooldown", 403)
+    assert "access_denied: denied" in error.message
+    same = RefreshCooldown(until=110.0, error_kind="transient", message="HTTP 503 x", code="x")
+    assert cooldown_error(same, 100.0).message == "a recent token refresh failed: HTTP 503 x"
+
+
+def test_cooldown_kinds_keep_the_error_class() -> None:
+    permission = _cooldown_for(PermissionDeniedError("no", status=403), 0.0)
+    assert (permission.error_kind, permission.status, permission.until) == (
+        "permission",
+        403,
+        AUTH_COOLDOWN,
+    )
+    timeout = _cooldown_for(RequestTimeoutError("slow", code="timeout", retry_after=9.0), 0.0)
+    assert (timeout.error_kind, timeout.code, timeout.retry_after) == ("timeout", "timeout", 9.0)
+    assert timeout.until == 9.0
+
+
 async def test_refresh_token_is_reread_before_every_attempt(h: Harness) -> None:
     h.seed(expires_in=-1)
     rotated = secret("rt")
@@ -535,9 +601,53 @@ async def test_persistence_failure_fails_closed(h: Harness, events: list[Event])
     assert "alice" not in h.manager._cache  # nothing unsaved survives in memory
     assert "token_persistence_failed" in names(events)
     assert "token_stored" not in names(events)
-    assert h.store.cooldowns == {}  # not Entra's fault: no cool-down
-    # The next call refreshes again (the old refresh token still works on Entra).
+    assert h.store.cooldowns == {}  # not Entra's fault: no store cool-down
+    # For a few seconds callers fail fast: no new token is minted only to be discarded.
+    with pytest.raises(TokenPersistenceError) as fast:
+        await h.manager.get_valid_token("alice")
+    assert fast.value.code == "cooldown"
+    assert h.entra.posts == 1
+    # Then the next call refreshes again (the old refresh token still works on Entra).
+    h.clock.advance(PERSIST_COOLDOWN)
     h.store.fail_save = None
+    h.entra.reply(token_ok(new_at))
+    assert await h.manager.get_valid_token("alice") == new_at
+
+
+async def test_persistence_failures_do_not_mint_a_token_per_call(make: Make) -> None:
+    # /tmp/r5.py: five calls against a store that cannot save made five POSTs.
+    h = make(PlainStore())
+    h.seed(expires_in=-1)
+    h.entra.reply(token_ok())
+    h.store.fail_save = TokenStorageError("disk full")
+    for _ in range(5):
+        with pytest.raises(TokenPersistenceError):
+            await h.manager.get_valid_token("alice")
+    assert h.entra.posts == 1
+    h.clock.advance(PERSIST_COOLDOWN - 0.001)
+    with pytest.raises(TokenPersistenceError, match="moments ago"):
+        await h.manager.force_refresh("alice")
+    assert h.entra.posts == 1
+
+
+async def test_a_successful_save_ends_the_persistence_cooldown(h: Harness) -> None:
+    h.seed(expires_in=-1)
+    h.entra.reply(token_ok())
+    h.store.fail_save = OSError("disk full")
+    with pytest.raises(TokenPersistenceError):
+        await h.manager.get_valid_token("alice")
+    h.store.fail_save = None
+    # A save through the same path (a device login's) succeeds: refreshes are allowed at once.
+    login = TokenGrant(
+        access_token=secret("at"),
+        refresh_token=secret("rt"),
+        expires_at=h.clock() - 1,
+        refresh_at=None,
+        scope="s",
+        token_type="Bearer",
+    )
+    await h.manager._refresher.persist("alice", "op", login)
+    new_at = secret("at")
     h.entra.reply(token_ok(new_at))
     assert await h.manager.get_valid_token("alice") == new_at
 
@@ -761,7 +871,7 @@ async def test_from_settings_builds_and_closes_the_default_store(
     monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
     monkeypatch.setenv("AZURE_CLIENT_ID", CLIENT_ID)
     manager = EntraIDAuthManager.from_settings()
-    store = manager._store
+    store = manager._refresher.store
     assert type(store).__name__ == "SQLiteEncryptedTokenStore"
     assert await manager.token_infos() == []
     await manager.close()
@@ -798,14 +908,38 @@ def test_from_settings_closes_its_store_when_construction_fails(
     assert closed == [True]
 
 
-async def test_close_awaits_an_async_store_close(fake_clock: Any) -> None:
-    closed: list[str] = []
+async def test_close_closes_its_store_without_blocking_the_loop(
+    isolated_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    from saga_magic.core import store as store_module
 
-    class AsyncClosingStore(PlainStore):
-        async def close(self) -> None:
-            closed.append("async")
+    real = store_module.SQLiteEncryptedTokenStore
 
-    manager = EntraIDAuthManager(AsyncClosingStore(), tenant_id=TENANT, client_id=CLIENT_ID)
-    manager._owns_store = True
+    class Spy(real):  # type: ignore[misc, valid-type]
+        async def aclose(self) -> None:
+            calls.append("aclose")
+            await super().aclose()
+
+    monkeypatch.setattr(store_module, "SQLiteEncryptedTokenStore", Spy)
+    monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
+    monkeypatch.setenv("AZURE_CLIENT_ID", CLIENT_ID)
+    manager = EntraIDAuthManager.from_settings()
     await manager.close()
-    assert closed == ["async"]
+    await manager.close()  # idempotent
+    assert calls == ["aclose"]
+
+
+async def test_calls_after_close_raise_instead_of_opening_a_new_client(fake_clock: Any) -> None:
+    store = FakeStore()
+    store.put("alice", refresh_token=secret("rt"))
+    manager = EntraIDAuthManager(
+        store, tenant_id=TENANT, client_id=CLIENT_ID, clock=fake_clock, sleep=fake_clock.sleep
+    )
+    await manager.close()
+    with pytest.raises(ArcSagaException) as caught:
+        await manager.get_valid_token("alice")
+    assert caught.value.code == "closed"
+    assert manager._entra._http is None  # no client was created behind our back
+    with pytest.raises(ArcSagaException, match="closed"):
+        await manager.start_device_login("alice")

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from auth_helpers import Entra, build, device_ok, oauth_error, secret, token_ok
 
 from saga_magic.core.auth import EntraIDAuthManager
-from saga_magic.core.errors import AuthenticationError
+from saga_magic.core.errors import AuthenticationError, RequestTimeoutError
 from saga_magic.core.store import SQLiteEncryptedTokenStore
 from saga_magic.core.types import TokenStatus
 
@@ -90,6 +91,21 @@ async def test_relogin_flag_and_cooldown_are_shared_between_processes(
     first._cache.clear()
     assert await first.get_valid_token("alice")
     assert first_entra.posts == 1
+
+
+async def test_a_timeout_cooldown_crosses_processes_with_its_class_and_status(
+    open_manager: Any, fake_clock: Any
+) -> None:
+    first, first_entra, store = open_manager()
+    second, second_entra, _ = open_manager()
+    await seed(store, fake_clock, -1)
+    first_entra.reply(*[httpx.Response(504, text="Gateway Timeout")] * 6)
+    with pytest.raises(RequestTimeoutError):
+        await first.get_valid_token("alice")
+    with pytest.raises(RequestTimeoutError) as caught:
+        await second.get_valid_token("alice")
+    assert (caught.value.code, caught.value.status) == ("cooldown", 504)
+    assert second_entra.posts == 0
 
 
 async def test_waiter_takes_the_token_saved_by_the_lease_holder(

@@ -7,7 +7,6 @@ import json
 import httpx
 import pytest
 
-from saga_magic.core import events
 from saga_magic.core.chat_wire import (
     PARSE_ERROR,
     Adaptations,
@@ -22,7 +21,6 @@ from saga_magic.core.chat_wire import (
     parse_stream_event,
     parse_usage,
     request_id_of,
-    safe_text,
     transport_error,
 )
 from saga_magic.core.errors import (
@@ -185,35 +183,6 @@ def test_transport_errors() -> None:
     assert type(reset) is TransientError
     assert reset.code == "connection"
     assert "ConnectError" in reset.message
-
-
-# --------------------------------------------------------------------------- safe text
-
-
-def test_safe_text_redacts_and_truncates() -> None:
-    jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln"
-    opaque = "Ab3" * 20
-    path = "/openai/deployments/my-deployment-name/chat/completions"
-    text = f"Bearer sekret-value {jwt} {opaque} {path}"
-    cleaned = safe_text(text, 500)
-    assert "sekret-value" not in cleaned
-    assert jwt not in cleaned
-    assert opaque not in cleaned
-    assert path in cleaned
-    assert "8f1c2a9e-1111-2222-3333-444455556666" in safe_text(
-        "id 8f1c2a9e-1111-2222-3333-444455556666"
-    )
-    short = safe_text("word " * 100, 20)
-    assert len(short) == 20
-    assert short.endswith("…")
-
-
-def test_safe_text_scrubs_registered_secrets() -> None:
-    events.register_secret("opaque-secret-value-123")
-    try:
-        assert "opaque-secret-value-123" not in safe_text("echo opaque-secret-value-123 back")
-    finally:
-        events.forget_secret("opaque-secret-value-123")
 
 
 # --------------------------------------------------------------------------- error bodies
@@ -419,6 +388,58 @@ def test_unexpected_status_is_configuration(status: int) -> None:
     assert "no message" in failure.error.message
 
 
+AZURE_TPM = (
+    "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 "
+    "have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 7 "
+    "seconds. Please go here: https://aka.ms/oai/quotaincrease if you would like to further "
+    "increase the default rate limit."
+)
+AZURE_QUOTA = (
+    "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 "
+    "have exceeded call rate limit of your current AIServices S0 pricing tier. Please retry after "
+    "86400 seconds."
+)
+AZURE_CAPACITY = (
+    "The system is currently experiencing high demand and cannot process your request. Your "
+    "request exceeds the maximum usage size allowed during peak load. For improved capacity "
+    "reliability, consider switching to Provisioned Throughput. Please retry after 6 seconds."
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "wait"), [(AZURE_TPM, 7), (AZURE_QUOTA, 86400), (AZURE_CAPACITY, 6)]
+)
+def test_429_wait_read_past_the_message_cut(message: str, wait: float) -> None:
+    # B4 (/tmp/r1.py): real Azure messages put the wait after the 160 characters shown.
+    assert message.index("retry after") > 160
+    failure = _classify(429, {"error": {"code": "429", "message": message}})
+    assert isinstance(failure.error, RateLimitError)
+    assert failure.error.retry_after == wait
+    assert failure.body is not None
+    assert len(failure.body.message) == 160  # what the exception shows stays short
+    assert failure.body.detail == message
+    assert "detail" not in repr(failure.body)
+    assert message not in str(failure.error)
+
+
+def test_400_stream_options_named_past_the_message_cut() -> None:
+    message = "x " * 100 + "Unrecognized request argument supplied: stream_options"
+    failure = _classify(400, {"error": {"code": "invalid_request_error", "message": message}})
+    assert failure.remedy is Remedy.OMIT_STREAM_OPTIONS
+    assert failure.body is not None
+    assert "stream_options" not in failure.body.message
+
+
+def test_error_body_detail_is_redacted_but_whole() -> None:
+    jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln"
+    body = parse_error_body(_json({"error": {"message": f"{'word ' * 60}{jwt} retry after 2s"}}))
+    assert jwt not in body.detail
+    assert body.detail.endswith("retry after 2s")
+    html = parse_error_body(b"<html>" + b"x" * 300 + b" retry after 9 seconds</html>")
+    assert (html.shape, len(html.message)) == ("C", 100)
+    assert "retry after 9 seconds" in html.detail
+
+
 def test_error_message_never_holds_raw_secret() -> None:
     body = b"<html>login page token eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln Bearer abcdef</html>"
     failure = _classify(502, raw=body)
@@ -500,6 +521,55 @@ def test_parse_completion_failures(content: bytes, content_type: str, reason: st
     with pytest.raises(TransientError, match=reason) as info:
         parse_completion(content, content_type=content_type)
     assert info.value.code == PARSE_ERROR
+
+
+ANSWER = "The secret plan is to meet at dawn by the old mill"
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "described"),
+    [
+        (f'{{"choices":[{{"message":{{"content":"{ANSWER}'.encode(), "application/json", "JSON"),
+        (f"<html>{ANSWER}</html>".encode(), "text/html", "HTML"),
+    ],
+)
+def test_parse_failure_quotes_the_answer_only_on_request(
+    content: bytes, content_type: str, described: str
+) -> None:
+    # S4: a malformed 200 body is the model's answer: size and content type only by default.
+    with pytest.raises(TransientError, match=described) as info:
+        parse_completion(content, content_type=content_type)
+    assert "dawn" not in str(info.value)
+    assert f"({len(content)} bytes, {content_type})" in info.value.message
+    with pytest.raises(TransientError) as shown:
+        parse_completion(content, content_type=content_type, preview=True)
+    assert "The secret plan" in shown.value.message
+
+
+def test_parse_failure_without_content_type() -> None:
+    with pytest.raises(TransientError, match=r"\(3 bytes, no content type\)"):
+        parse_completion(b"{x:", content_type="")
+
+
+def test_parse_failure_error_object_always_shows_the_server_message() -> None:
+    with pytest.raises(TransientError, match="an error object: boom"):
+        parse_completion(_json({"error": {"message": "boom"}}))
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [
+        lambda: parse_completion(b'{"choices": [' + ANSWER.encode()),
+        lambda: parse_stream_event('{"choices": [' + ANSWER),
+    ],
+    ids=["completion", "stream_event"],
+)
+def test_parse_failure_chains_nothing(parse: object) -> None:
+    # A json.JSONDecodeError on __context__ would carry the whole body (doc) = the answer.
+    with pytest.raises(TransientError) as info:
+        parse()  # type: ignore[operator]
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None
 
 
 def test_parse_usage_defensive() -> None:
@@ -585,3 +655,13 @@ def test_stream_bad_json(data: str) -> None:
     with pytest.raises(TransientError) as info:
         parse_stream_event(data)
     assert info.value.code == PARSE_ERROR
+
+
+def test_stream_bad_json_quotes_the_event_only_on_request() -> None:
+    data = '{"choices": [{"delta": {"content": "' + ANSWER
+    with pytest.raises(TransientError) as info:
+        parse_stream_event(data)
+    assert info.value.message.endswith(f"not JSON ({len(data)} characters)")
+    assert "dawn" not in str(info.value)
+    with pytest.raises(TransientError, match="The secret plan"):
+        parse_stream_event(data, preview=True)

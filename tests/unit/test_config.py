@@ -138,22 +138,55 @@ def test_require_names_the_missing_variable(tmp_path: Path) -> None:
         settings.require("copilot_model")
 
 
-def test_describe_masks_secrets_and_repr_hides_them(tmp_path: Path) -> None:
+def test_describe_shows_only_whether_secrets_are_set_and_repr_hides_them(
+    tmp_path: Path,
+) -> None:
+    secret, key = "Q7-a-very-long-client-secret-Z9", "K3" + "x" * 40 + "W4"
     env = {
         "ARC_SAGA_HOME": str(tmp_path),
-        "AZURE_CLIENT_SECRET": "a-very-long-client-secret",
-        "ARC_SAGA_TOKEN_ENCRYPTION_KEY": "short",
+        "AZURE_CLIENT_SECRET": secret,
+        "ARC_SAGA_TOKEN_ENCRYPTION_KEY": key,
     }
     settings = Settings.from_env(env)
     shown = settings.describe()
-    assert shown["client_secret"] == "a-****et"
-    assert shown["encryption_key"] == "****"
+    assert shown["client_secret"] == "set"
+    assert shown["encryption_key"] == "set"
+    text = " ".join(str(value) for value in shown.values())
+    for fragment in ("Q7", "Z9", "K3", "W4", "****"):  # not even the first or last characters
+        assert fragment not in text
     assert shown["scopes"] == " ".join(DEFAULT_SCOPES)
     assert shown["tenant_id"] is None
     assert shown["home"] == str(tmp_path)
-    assert "a-very-long-client-secret" not in repr(settings)
-    assert "short" not in repr(settings)
-    assert Settings.from_env({"ARC_SAGA_HOME": str(tmp_path)}).describe()["client_secret"] is None
+    assert secret not in repr(settings)
+    assert key not in repr(settings)
+    unset = Settings.from_env({"ARC_SAGA_HOME": str(tmp_path)}).describe()
+    assert (unset["client_secret"], unset["encryption_key"]) == (None, None)
+
+
+def test_relative_paths_are_made_absolute_when_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env(
+        {
+            "ARC_SAGA_HOME": "home",
+            "ARC_SAGA_TOKEN_STORE_PATH": "store/t.db",
+            "ARC_SAGA_JOURNAL_PATH": "./j.db",
+        }
+    )
+    monkeypatch.chdir(tmp_path.parent)  # %cd elsewhere: nothing moves
+    assert settings.home == tmp_path / "home"
+    assert settings.token_store_path == tmp_path / "store" / "t.db"
+    assert settings.journal_path == tmp_path / "j.db"
+    defaults = Settings.from_env({"ARC_SAGA_HOME": "rel"})
+    assert defaults.token_store_path == tmp_path.parent / "rel" / "tokens.db"
+    assert defaults.journal_path.is_absolute()
+
+
+def test_home_with_a_tilde_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = Settings.from_env({"ARC_SAGA_HOME": "~/saga", "ARC_SAGA_JOURNAL_PATH": "~/j.db"})
+    assert (settings.home, settings.journal_path) == (tmp_path / "saga", tmp_path / "j.db")
 
 
 def test_with_overrides_returns_a_copy(tmp_path: Path) -> None:

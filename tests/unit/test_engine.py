@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import sys
+import time
 import types
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -53,21 +54,26 @@ class FakeTokens:
         self.refresh_error = refresh_error
         self.calls: list[str] = []
         self.rejected: list[str | None] = []
+        self.op_ids: list[str | None] = []
         self.closed = False
 
     @property
     def current(self) -> str:
         return f"{TOKEN_STEM}{self.number:04d}"
 
-    async def get_valid_token(self, user_id: str) -> str:
+    async def get_valid_token(self, user_id: str, *, op_id: str | None = None) -> str:
         self.calls.append(f"get:{user_id}")
+        self.op_ids.append(op_id)
         if self.error is not None:
             raise self.error
         return self.current
 
-    async def force_refresh(self, user_id: str, *, rejected_token: str | None = None) -> str:
+    async def force_refresh(
+        self, user_id: str, *, rejected_token: str | None = None, op_id: str | None = None
+    ) -> str:
         self.calls.append(f"force:{user_id}")
         self.rejected.append(rejected_token)
+        self.op_ids.append(op_id)
         if self.refresh_error is not None:
             raise self.refresh_error
         self.number += 1
@@ -583,7 +589,9 @@ async def test_network_error(make: Make) -> None:
     with pytest.raises(TransientError) as info:
         await engine.reason(AITask("hi"))
     assert info.value.code == "connection"
-    assert isinstance(info.value.__cause__, httpx.ReadError)
+    assert "ReadError" in info.value.message
+    assert info.value.__cause__ is None  # the httpx error holds the request (S2)
+    assert info.value.__context__ is None
 
 
 async def test_httpx_timeout(make: Make) -> None:
@@ -942,3 +950,328 @@ async def test_secret_canary(
     for text in texts:
         assert TOKEN_STEM not in text
         assert "leaked" not in text
+
+
+# ------------------------------------------------------------------ the token and the deadline
+
+
+class SlowTokens(FakeTokens):
+    """Takes ``delay`` real seconds to give a token (on ``get`` or ``force``), noting a cancel."""
+
+    def __init__(self, delay: float, *, slow: str = "get") -> None:
+        super().__init__()
+        self.delay = delay
+        self.slow = slow
+        self.cancelled = False
+
+    async def _wait(self, path: str) -> None:
+        if path != self.slow:
+            return
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    async def get_valid_token(self, user_id: str, *, op_id: str | None = None) -> str:
+        await self._wait("get")
+        return await super().get_valid_token(user_id, op_id=op_id)
+
+    async def force_refresh(
+        self, user_id: str, *, rejected_token: str | None = None, op_id: str | None = None
+    ) -> str:
+        await self._wait("force")
+        return await super().force_refresh(user_id, rejected_token=rejected_token, op_id=op_id)
+
+
+REAL_TIME = {"clock": time.time, "sleep": asyncio.sleep}
+
+
+async def test_deadline_bounds_getting_the_token(make: Make, captured: list[events.Event]) -> None:
+    # B6 (/tmp/r7.py): reason() waited for the token past its deadline, then threw it away.
+    tokens = SlowTokens(0.5)
+    engine, script, _ = make(completion(), tokens=tokens, deadline=0.05, **REAL_TIME)
+    with pytest.raises(RequestTimeoutError, match="No access token") as info:
+        await engine.reason(AITask("hi"))
+    assert tokens.cancelled  # the wait ended at the deadline, not when the token came
+    assert info.value.code == "deadline"
+    assert info.value.attempts == 0
+    assert script.requests == []
+    assert one(captured, "copilot_error").context["code"] == "deadline"
+
+
+async def test_deadline_bounds_the_forced_refresh(make: Make) -> None:
+    tokens = SlowTokens(0.5, slow="force")
+    engine, script, _ = make(error(401), completion(), tokens=tokens, deadline=0.05, **REAL_TIME)
+    with pytest.raises(RequestTimeoutError, match="No access token") as info:
+        await engine.reason(AITask("hi"))
+    assert tokens.cancelled
+    assert info.value.attempts == 1
+    assert len(script.requests) == 1
+
+
+async def test_token_arriving_after_the_deadline_is_not_used(make: Make, fake_clock: Any) -> None:
+    class LateTokens(FakeTokens):
+        async def get_valid_token(self, user_id: str, *, op_id: str | None = None) -> str:
+            fake_clock.advance(11.0)
+            return await super().get_valid_token(user_id, op_id=op_id)
+
+    engine, script, _ = make(completion(), tokens=LateTokens(), deadline=10.0)
+    with pytest.raises(RequestTimeoutError, match="deadline passed"):
+        await engine.reason(AITask("hi"))
+    assert script.requests == []
+
+
+async def test_a_callers_deadline_does_not_cancel_a_shared_refresh(make: Make) -> None:
+    class SharedTokens(FakeTokens):
+        """One refresh shared by every caller, as the auth manager's single flight does."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+            self.flight: asyncio.Future[str] | None = None
+
+        async def _refresh(self) -> str:
+            await self.gate.wait()
+            return self.current
+
+        async def get_valid_token(self, user_id: str, *, op_id: str | None = None) -> str:
+            if self.flight is None:
+                self.flight = asyncio.ensure_future(self._refresh())
+            return await asyncio.shield(self.flight)
+
+    tokens = SharedTokens()
+    hasty, _, _ = make(completion(), tokens=tokens, deadline=0.02, **REAL_TIME)
+    patient, script, _ = make(completion(), tokens=tokens, deadline=30.0, **REAL_TIME)
+    waiting = asyncio.ensure_future(patient.reason(AITask("hi")))
+    with pytest.raises(RequestTimeoutError):
+        async with asyncio.timeout(5.0):  # a safety net only: without the fix it waits forever
+            await hasty.reason(AITask("hi"))
+    assert tokens.flight is not None
+    assert not tokens.flight.cancelled()
+    tokens.gate.set()
+    assert (await waiting).response_text == "hello"
+    assert script.requests[0].headers["authorization"] == f"Bearer {TOKEN_STEM}0001"
+
+
+async def test_providers_own_timeout_error_passes_unchanged(make: Make) -> None:
+    own = TimeoutError("the provider's own timeout")
+    engine, _, _ = make(tokens=FakeTokens(error=own))
+    with pytest.raises(TimeoutError) as info:
+        await engine.reason(AITask("hi"))
+    assert info.value is own
+
+
+# --------------------------------------------------------------------------- op_id to the provider
+
+
+async def test_op_id_passed_to_the_token_provider(make: Make, captured: list[events.Event]) -> None:
+    # G4: the refresh events a call causes carry the call's op_id.
+    engine, _, tokens = make(error(401), completion())
+    await engine.reason(AITask("hi"))
+    start = one(captured, "copilot_request_start")
+    assert start.op_id is not None
+    assert tokens.calls == ["get:default", "force:default"]
+    assert tokens.op_ids == [start.op_id, start.op_id]
+
+
+async def test_provider_without_op_id_still_works(make: Make) -> None:
+    class LegacyTokens(FakeTokens):
+        async def get_valid_token(self, user_id: str) -> str:  # type: ignore[override]
+            return await super().get_valid_token(user_id)
+
+        async def force_refresh(  # type: ignore[override]
+            self, user_id: str, *, rejected_token: str | None = None
+        ) -> str:
+            return await super().force_refresh(user_id, rejected_token=rejected_token)
+
+    engine, _, tokens = make(error(401), completion(), tokens=LegacyTokens())
+    assert (await engine.reason(AITask("hi"))).attempts == 2
+    assert tokens.op_ids == [None, None]
+
+
+async def test_provider_taking_any_keyword_gets_op_id(make: Make) -> None:
+    class KeywordTokens(FakeTokens):
+        async def get_valid_token(self, user_id: str, **options: Any) -> str:  # type: ignore[override]
+            return await super().get_valid_token(user_id, **options)
+
+    engine, _, tokens = make(completion(), tokens=KeywordTokens())
+    await engine.reason(AITask("hi"))
+    assert tokens.op_ids[0] is not None
+
+
+async def test_provider_without_a_readable_signature_gets_no_op_id(make: Make) -> None:
+    class Opaque:
+        __signature__ = "not a signature"  # inspect.signature() raises TypeError
+
+        def __init__(self, tokens: FakeTokens) -> None:
+            self.tokens = tokens
+
+        def __call__(self, user_id: str, **options: Any) -> Any:
+            assert options == {}
+            return self.tokens.get_valid_token(user_id)
+
+    tokens = FakeTokens()
+    tokens.get_valid_token = Opaque(FakeTokens())  # type: ignore[method-assign]
+    engine, script, _ = make(completion(), tokens=tokens)
+    assert (await engine.reason(AITask("hi"))).response_text == "hello"
+    assert len(script.requests) == 1
+
+
+# --------------------------------------------------------------------------- attempt numbering
+
+
+async def test_attempt_counts_requests_on_every_path(
+    make: Make, captured: list[events.Event], fake_clock: Any
+) -> None:
+    # G8: the token_rejected retry counted requests, the policy's retries counted its attempts.
+    engine, script, _ = make(error(401), error(429, headers={"retry-after": "1"}), completion())
+    result = await engine.reason(AITask("hi"))
+    retries = [e.context for e in captured if e.event == "copilot_retry"]
+    assert [(r["reason"], r["attempt"], r["max_attempts"]) for r in retries] == [
+        ("token_rejected", 1, 7),
+        ("429", 2, 7),
+    ]
+    assert result.attempts == len(script.requests) == 3
+
+
+async def test_attempt_counts_adaptations_too(make: Make, captured: list[events.Event]) -> None:
+    engine, _, _ = make(unsupported("max_tokens"), error(503), completion())
+    result = await engine.reason(AITask("hi", max_tokens=5))
+    retry = one(captured, "copilot_retry")
+    assert (retry.context["attempt"], retry.context["max_attempts"]) == (2, 7)
+    assert result.attempts == 3
+
+
+async def test_parse_error_event_counts_requests(make: Make, captured: list[events.Event]) -> None:
+    bad = httpx.Response(200, json={"choices": []})
+    engine, _, _ = make(error(503), bad, completion())
+    await engine.reason(AITask("hi"))
+    parse = one(captured, "copilot_parse_error")
+    assert (parse.context["attempt"], parse.context["max_attempts"]) == (2, 6)
+
+
+# --------------------------------------------------------------------------- a closed engine
+
+
+async def test_closed_during_a_backoff_wait(make: Make, fake_clock: Any) -> None:
+    # G8: the next attempt used to reach httpx's own "client has been closed" RuntimeError.
+    async def close_while_waiting(seconds: float) -> None:
+        await engine.close()
+
+    engine, script, tokens = make(error(503), completion(), sleep=close_while_waiting)
+    with pytest.raises(RuntimeError, match="engine is closed"):
+        await engine.reason(AITask("hi"))
+    assert len(script.requests) == 1
+    assert tokens.calls == ["get:default"]
+
+
+async def test_closed_during_a_forced_refresh(make: Make) -> None:
+    class ClosingTokens(FakeTokens):
+        async def force_refresh(
+            self, user_id: str, *, rejected_token: str | None = None, op_id: str | None = None
+        ) -> str:
+            await engine.close()
+            return await super().force_refresh(user_id, rejected_token=rejected_token)
+
+    engine, script, _ = make(error(401), completion(), tokens=ClosingTokens())
+    with pytest.raises(RuntimeError, match="engine is closed"):
+        await engine.reason(AITask("hi"))
+    assert len(script.requests) == 1
+
+
+# --------------------------------------------------------------------------- nothing chained (S2)
+
+
+def chain(error: BaseException) -> list[BaseException]:
+    """The error and everything reachable through ``__cause__`` / ``__context__``."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
+
+
+def assert_nothing_leaks(error: BaseException) -> None:
+    for link in chain(error):
+        module = type(link).__module__
+        assert not module.startswith(("httpx", "httpcore", "h11")), repr(link)
+        assert not isinstance(link, json.JSONDecodeError), repr(link)  # holds the body
+        assert TOKEN_STEM not in repr(link)
+        assert TOKEN_STEM not in repr(getattr(link, "__dict__", {}))
+
+
+async def _never(request: httpx.Request) -> httpx.Response:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("retries", "replies"),
+    [
+        (0, [httpx.ConnectError("refused")]),
+        (0, [httpx.ReadError("reset")]),
+        (0, [httpx.RemoteProtocolError("peer closed")]),
+        (0, [httpx.ReadTimeout("slow")]),
+        (0, [_never]),
+        (1, [httpx.ConnectError("refused"), httpx.ConnectError("refused")]),
+        (1, [httpx.ConnectError("refused"), error(429, headers={"retry-after": "86400"})]),
+        (1, [httpx.Response(200, content=b"{not json"), httpx.Response(200, content=b"{again")]),
+        (0, [error(401), httpx.ConnectError("refused")]),
+    ],
+    ids=[
+        "connect",
+        "read",
+        "protocol",
+        "httpx_timeout",
+        "asyncio_timeout",
+        "exhausted",
+        "fail_fast",
+        "parse",
+        "after_refresh",
+    ],
+)
+async def test_errors_chain_no_httpx_exception(
+    make: Make, retries: int, replies: list[Reply]
+) -> None:
+    # S2: err.__cause__.request.headers["authorization"] was the bearer token.
+    engine, script, _ = make(*replies, max_retries=retries, timeout=0.02, journal_content=True)
+    with pytest.raises(ArcSagaException) as info:
+        await engine.reason(AITask("hi"))
+    assert script.requests[0].headers["authorization"].startswith(f"Bearer {TOKEN_STEM}")
+    assert_nothing_leaks(info.value)
+
+
+# --------------------------------------------------------------------------- 200 previews (S4)
+
+
+ANSWER = "the model says: meet at dawn by the old mill"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        httpx.Response(200, content=f'{{"choices": "{ANSWER}'.encode()),
+        httpx.Response(200, content=f"<html>{ANSWER}</html>".encode()),
+    ],
+    ids=["malformed_json", "html"],
+)
+async def test_parse_errors_quote_the_answer_only_with_journal_content(
+    make: Make, captured: list[events.Event], bad: httpx.Response
+) -> None:
+    engine, _, _ = make(bad, bad)
+    with pytest.raises(TransientError) as info:
+        await engine.reason(AITask("hi"))
+    texts = [str(info.value), *(json.dumps(e.to_dict()) for e in captured)]
+    assert "copilot_parse_error" in names(captured)
+    assert not any("dawn" in text for text in texts)
+    assert "bytes" in info.value.message
+    captured.clear()
+    engine, _, _ = make(bad, bad, journal_content=True)
+    with pytest.raises(TransientError, match="dawn"):
+        await engine.reason(AITask("hi"))
+    assert "dawn" in one(captured, "copilot_error").context["message"]

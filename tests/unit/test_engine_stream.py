@@ -35,13 +35,18 @@ class FakeTokens:
     def __init__(self) -> None:
         self.number = 1
         self.calls: list[str] = []
+        self.op_ids: list[str | None] = []
 
-    async def get_valid_token(self, user_id: str) -> str:
+    async def get_valid_token(self, user_id: str, *, op_id: str | None = None) -> str:
         self.calls.append("get")
+        self.op_ids.append(op_id)
         return f"{TOKEN_STEM}{self.number}"
 
-    async def force_refresh(self, user_id: str, *, rejected_token: str | None = None) -> str:
+    async def force_refresh(
+        self, user_id: str, *, rejected_token: str | None = None, op_id: str | None = None
+    ) -> str:
         self.calls.append("force")
+        self.op_ids.append(op_id)
         self.number += 1
         return f"{TOKEN_STEM}{self.number}"
 
@@ -577,3 +582,97 @@ async def test_stream_secret_canary(
     for text in texts:
         assert TOKEN_STEM not in text
         assert "leaked" not in text
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+async def test_bad_json_after_text_emits_a_parse_error_event(
+    make: Make, captured: list[events.Event]
+) -> None:
+    # G5: a parse error after the first delta emitted copilot_error only.
+    engine, _, _ = make(sse(delta("a"), "data: {oops\n\n"))
+    with pytest.raises(TransientError):
+        await collect(engine.stream(AITask("hi")))
+    assert names(captured) == ["copilot_stream_start", "copilot_parse_error", "copilot_error"]
+    parse = captured[1].context
+    assert (parse["will_retry"], parse["attempt"], parse["code"]) == (False, 1, "parse_error")
+
+
+async def test_other_failures_after_text_emit_no_parse_error_event(
+    make: Make, captured: list[events.Event]
+) -> None:
+    engine, _, _ = make(sse(ROLE, delta("half")))
+    with pytest.raises(TransientError):
+        await collect(engine.stream(AITask("hi")))
+    assert "copilot_parse_error" not in names(captured)
+
+
+async def test_stream_created_before_close(make: Make, captured: list[events.Event]) -> None:
+    # G8: the first __anext__ used to reach httpx ("client has been closed") or even succeed.
+    engine, script, tokens = make(sse(delta("a"), DONE))
+    stream = engine.stream(AITask("hi"))
+    await engine.close()
+    with pytest.raises(RuntimeError, match="engine is closed"):
+        await anext(stream)
+    assert script.requests == []
+    assert tokens.calls == []
+    assert names(captured) == ["engine_closed"]
+
+
+async def test_stream_passes_op_id(make: Make, captured: list[events.Event]) -> None:
+    engine, _, tokens = make(error(401, {}), sse(delta("a"), DONE))
+    await collect(engine.stream(AITask("hi")))
+    start = next(e for e in captured if e.event == "copilot_stream_start")
+    assert tokens.op_ids == [start.op_id, start.op_id]
+
+
+ANSWER = "meet at dawn by the old mill"
+
+
+async def test_stream_parse_error_quotes_only_with_journal_content(
+    make: Make, captured: list[events.Event]
+) -> None:
+    # S4: the malformed event is answer text.
+    bad = '{"choices": [{"delta": {"content": "' + ANSWER
+    engine, _, _ = make(sse(delta("a"), f"data: {bad}\n\n"))
+    with pytest.raises(TransientError) as info:
+        await collect(engine.stream(AITask("hi")))
+    texts = [str(info.value), *(json.dumps(e.to_dict()) for e in captured)]
+    assert not any("dawn" in text for text in texts)
+    engine, _, _ = make(sse(delta("a"), f"data: {bad}\n\n"), journal_content=True)
+    with pytest.raises(TransientError, match="dawn"):
+        await collect(engine.stream(AITask("hi")))
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        httpx.ConnectError("refused"),
+        gated(delta("a"), then=httpx.ReadError("reset")),
+        gated(delta("a"), then=httpx.ReadTimeout("slow")),
+        gated(delta("a")),
+    ],
+    ids=["connect", "read_after_text", "timeout_after_text", "idle_after_text"],
+)
+async def test_stream_errors_chain_no_httpx_exception(make: Make, reply: Any) -> None:
+    # S2: the httpx error's request carries the Authorization header.
+    engine, script, _ = make(reply, max_retries=0, idle_timeout=0.02)
+    with pytest.raises(ArcSagaException) as info:
+        await collect(engine.stream(AITask("hi")))
+    assert script.requests[0].headers["authorization"].startswith(f"Bearer {TOKEN_STEM}")
+    for link in _chain(info.value):
+        assert not type(link).__module__.startswith(("httpx", "httpcore")), repr(link)
+        assert TOKEN_STEM not in repr(link)

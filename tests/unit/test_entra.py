@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ from auth_helpers import (
     CORRELATION_ID,
     TRACE_ID,
     Entra,
+    assert_clean_chain,
     device_ok,
     html,
     make_jwt,
@@ -206,7 +207,65 @@ async def test_messages_never_carry_secrets(make: Factory) -> None:
             assert refresh_token not in text
             assert client_secret not in text
         assert caught.value.__cause__ is None
-        assert caught.value.__suppress_context__ or caught.value.__context__ is None
+        assert caught.value.__context__ is None
+
+
+def _failing_transport(kind: str) -> Callable[[httpx.Request], httpx.Response]:
+    def fail(request: httpx.Request) -> httpx.Response:
+        if kind == "connect":
+            raise httpx.ConnectError("refused", request=request)
+        if kind == "read_timeout":
+            raise httpx.ReadTimeout("slow", request=request)
+        if kind == "decoding":
+            raise httpx.DecodingError("bad gzip", request=request)
+        raise httpx.RemoteProtocolError("peer closed", request=request)
+
+    return fail
+
+
+@pytest.mark.parametrize("kind", ["connect", "read_timeout", "decoding", "protocol"])
+@pytest.mark.parametrize("call", ["refresh", "poll", "device_code"])
+async def test_no_httpx_error_is_reachable_from_what_we_raise(
+    make: Factory, kind: str, call: str
+) -> None:
+    # /tmp/r2.py: ``raise ... from None`` left the httpx error (with the form: refresh token,
+    # client secret, device code) on __context__.
+    refresh_token = secret("rt")
+    client_secret = secret("cs")
+    device_code = secret("dc")
+    boundary, entra = make(client_secret=client_secret)
+    entra.reply(_failing_transport(kind))
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "refresh": lambda: boundary.refresh(refresh_token),
+        "poll": lambda: boundary.poll_device_code(device_code),
+        "device_code": boundary.request_device_code,
+    }
+    with pytest.raises(TransientError) as caught:
+        await calls[call]()
+    assert_clean_chain(caught.value, refresh_token, client_secret, device_code)
+    assert caught.value.code == {"read_timeout": "timeout", "decoding": "protocol"}.get(
+        kind, "connection"
+    )
+
+
+async def test_the_budget_timeout_leaves_no_chain() -> None:
+    async def trickle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        raise AssertionError("not reached")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(trickle)) as client:
+        boundary = EntraClient(
+            authority_host="https://login.example.com",
+            tenant_id="common",
+            client_id="cid",
+            client_secret="cs-value-9876543210fedcba",
+            scopes=("s",),
+            http_client=client,
+        )
+        with pytest.raises(RequestTimeoutError) as caught:
+            await boundary.refresh("rt-value-0123456789abcdef", budget=0.01)
+    assert caught.value.__context__ is None
+    assert_clean_chain(caught.value, "rt-value-0123456789abcdef", "cs-value-9876543210fedcba")
 
 
 async def test_long_descriptions_are_cut(make: Factory) -> None:
@@ -266,10 +325,16 @@ async def test_timeouts(
 
 
 async def test_close_only_closes_a_client_it_created() -> None:
-    boundary = EntraClient(
-        authority_host="https://login.example.com", tenant_id="common", client_id="c", scopes=("s",)
-    )
-    await boundary.close()  # never used: nothing to close
+    def boundary_factory() -> EntraClient:
+        return EntraClient(
+            authority_host="https://login.example.com",
+            tenant_id="common",
+            client_id="c",
+            scopes=("s",),
+        )
+
+    await boundary_factory().close()  # never used: nothing to close
+    boundary = boundary_factory()
     with respx.mock:
         respx.post("https://login.example.com/common/oauth2/v2.0/token").mock(
             return_value=token_ok()
@@ -279,6 +344,11 @@ async def test_close_only_closes_a_client_it_created() -> None:
     assert client is not None
     await boundary.close()
     assert client.is_closed
+    assert boundary._http is None
+    # Used after close: an error, not a new client that nobody would close.
+    with pytest.raises(ArcSagaException) as caught:
+        await boundary.refresh("rt-value-0123456789abcdef")
+    assert caught.value.code == "closed"
     assert boundary._http is None
 
 

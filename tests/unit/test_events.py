@@ -31,6 +31,7 @@ from saga_magic.core.events import (
     redact_context,
     register_secret,
     reset_for_tests,
+    safe_text,
     scrub_text,
     subscribe,
     subscriber_errors,
@@ -148,6 +149,36 @@ def test_counters_and_harmless_keys_are_kept(key: str, value: Any) -> None:
     assert redact(value, key) == value
 
 
+@pytest.mark.parametrize("key", ["tokens", "Tokens", "bearer_tokens", "csrfTokens", "all_tokens"])
+def test_plural_token_keys_hide_token_strings(key: str) -> None:
+    # M5: ``tokens=[...]`` used to pass as a plain key.
+    assert redact(["AT-one-opaque", "AT-two-opaque"], key) == [REDACTED, REDACTED]
+    assert redact("AT-one-opaque", key) == REDACTED
+    assert redact(b"AT", key) == REDACTED
+    assert redact({"alice": "AT-one-opaque", "count": 2}, key) == {"alice": REDACTED, "count": 2}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("tokens", 5), ("tokens", "12"), ("prompt_tokens", " 3.5 "), ("tokens_used", ["4", 5])],
+)
+def test_plural_token_keys_keep_counts(key: str, value: Any) -> None:
+    assert redact(value, key) == value
+
+
+def test_plural_token_key_in_an_event(collected: list[Event]) -> None:
+    log_with_context(LOG, logging.INFO, "probe", tokens=["AT-one-opaque"], prompt_tokens=3)
+    assert collected[0].context == {"tokens": [REDACTED], "prompt_tokens": 3}
+
+
+def test_strings_under_a_token_key_stay_hidden_when_nested() -> None:
+    assert redact({"type": "Bearer", "value": "opaque"}, "token") == {
+        "type": REDACTED,
+        "value": REDACTED,
+    }
+    assert redact({"token_type": "Bearer", "n": 1}, "grant") == {"token_type": "Bearer", "n": 1}
+
+
 def test_redact_context_uses_each_key() -> None:
     context = {"access_token": "abc", "attempt": 2, "wait_s": 1.5, "prompt_tokens": 9}
     assert redact_context(context) == {
@@ -206,6 +237,46 @@ def test_strings_are_truncated_after_scrubbing() -> None:
     # A secret straddling the cut is scrubbed before truncation: no fragment of it survives.
     text = "x" * 180 + JWT
     assert redact(text) == "x" * 180 + REDACTED
+
+
+def test_safe_text_redacts_and_truncates() -> None:
+    opaque = "Ab3" * 20
+    path = "/openai/deployments/my-deployment-name/chat/completions"
+    text = f"Bearer sekret-value {JWT} {opaque} {path}"
+    cleaned = safe_text(text, limit=500)
+    assert "sekret-value" not in cleaned
+    assert JWT not in cleaned
+    assert opaque not in cleaned
+    assert path in cleaned
+    assert "8f1c2a9e-1111-2222-3333-444455556666" in safe_text(
+        "id 8f1c2a9e-1111-2222-3333-444455556666"
+    )
+    short = safe_text("word " * 100, limit=20)
+    assert len(short) == 20
+    assert short.endswith("…")
+    assert len(safe_text("z" * 500)) == MAX_STRING
+
+
+def test_safe_text_collapses_whitespace() -> None:
+    assert safe_text("  a\n\tb   c  ") == "a b c"
+
+
+def test_safe_text_scrubs_registered_secrets() -> None:
+    register_secret("opaque-secret-value-123")
+    assert "opaque-secret-value-123" not in safe_text("echo opaque-secret-value-123 back")
+
+
+def test_safe_text_hides_given_values() -> None:
+    # e.g. the Entra ID boundary: the refresh token and client secret the request carried.
+    text = "ConnectError: form was grant=x&rt=short1 secret=s3"
+    cleaned = safe_text(text, secrets=("short1", None, "", "s3"))
+    assert cleaned == f"ConnectError: form was grant=x&rt={REDACTED} secret={REDACTED}"
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_safe_text_rejects_a_limit_below_one(limit: int) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        safe_text("x", limit=limit)
 
 
 def test_scrub_text_does_not_truncate() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
-from saga_magic.core import keys
+from saga_magic.core import _files, keys
 from saga_magic.core.errors import TokenStorageError
 from saga_magic.core.keys import (
     ARGUMENT_SOURCE,
@@ -98,6 +99,21 @@ def test_create_private_file_is_0600_and_keeps_an_existing_file(tmp_path: Path) 
     path.write_bytes(b"data")
     create_private_file(path)
     assert path.read_bytes() == b"data"
+
+
+def test_create_private_file_is_0600_even_under_a_strict_umask(tmp_path: Path) -> None:
+    old = os.umask(0o277)
+    try:
+        create_private_file(tmp_path / "journal.db")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "journal.db") == 0o600
+
+
+def test_keys_reexports_the_shared_private_file_helpers() -> None:
+    assert keys.create_private_file is _files.create_private_file
+    assert keys.check_private_file is _files.check_private_file
+    assert keys.ensure_private_dir is _files.ensure_private_dir
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644, 0o666, 0o620])
@@ -244,6 +260,29 @@ def test_resolve_key_translates_os_errors_naming_the_key_file(tmp_path: Path) ->
     assert isinstance(caught.value.__cause__, OSError)
 
 
+def test_key_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    key_file = tmp_path / ".token_key"
+    os.mkfifo(key_file, 0o600)
+    outcome: list[BaseException | bytes] = []
+
+    def load() -> None:
+        try:
+            outcome.append(load_or_create_key_file(key_file))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(5)
+    if worker.is_alive():  # blocked in open(): give it a writer so the thread can finish
+        os.close(os.open(key_file, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5)
+        pytest.fail("opening a FIFO key file blocked")
+    (error,) = outcome
+    assert isinstance(error, TokenStorageError)
+    assert "not a regular file" in str(error)
+
+
 def test_key_file_that_is_a_directory_is_refused(tmp_path: Path) -> None:
     key_file = tmp_path / ".token_key"
     key_file.mkdir()
@@ -285,6 +324,56 @@ def test_keyring_adopts_a_matching_pending_key(tmp_path: Path) -> None:
     ring.verify(Fernet(new).encrypt(keys.KEY_CHECK), store=tmp_path / "db")
     assert path.read_bytes().strip() == new
     assert ring.decrypt(Fernet(new).encrypt(b"x")) == b"x"
+
+
+def test_keyring_follows_a_key_rotated_by_another_process(tmp_path: Path) -> None:
+    path = tmp_path / ".token_key"
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    _write_private(path, old)
+    ring = _ring(old, path)
+    ring.verify(Fernet(old).encrypt(keys.KEY_CHECK), store=tmp_path / "db")
+    write_key_file(path, new)  # the other process's rotation, finished (step 3 done)
+    ring.verify(Fernet(new).encrypt(keys.KEY_CHECK), store=tmp_path / "db")
+    assert ring.decrypt(Fernet(new).encrypt(b"x")) == b"x"
+    assert Fernet(new).decrypt(ring.encrypt(b"y")) == b"y"
+    assert path.read_bytes().strip() == new
+
+
+def test_keyring_tries_the_pending_key_after_an_unrelated_key_file(tmp_path: Path) -> None:
+    path = tmp_path / ".token_key"
+    old, staged = Fernet.generate_key(), Fernet.generate_key()
+    _write_private(path, Fernet.generate_key())  # replaced by a key that opens nothing
+    stage_pending_key(path, staged)
+    ring = _ring(old, path)
+    ring.verify(Fernet(staged).encrypt(keys.KEY_CHECK), store=tmp_path / "db")
+    assert path.read_bytes().strip() == staged
+
+
+def test_keyring_with_its_key_file_gone_reports_the_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / ".token_key"
+    ring = _ring(Fernet.generate_key(), path)
+    with pytest.raises(TokenStorageError, match="does not match"):
+        ring.verify(_ring().new_check(), store=tmp_path / "db")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("from_file", [True, False])
+def test_keyring_mismatch_hint_never_suggests_discarding_the_store(
+    tmp_path: Path, from_file: bool
+) -> None:
+    path = tmp_path / ".token_key"
+    key = Fernet.generate_key()
+    if from_file:
+        _write_private(path, key)
+    ring = _ring(key, path if from_file else None)
+    with pytest.raises(TokenStorageError) as caught:
+        ring.verify(_ring().new_check(), store=tmp_path / "tokens.db")
+    hint = caught.value.hint or ""
+    assert "away" not in hint
+    assert "logout" in hint
+    assert "no key needed" in hint
+    assert (str(path) in hint) is from_file
+    assert key.decode() not in str(caught.value)
 
 
 def test_keyring_ignores_a_pending_key_that_does_not_match(tmp_path: Path) -> None:

@@ -267,3 +267,111 @@ async def test_chat_stream_result_after_the_end() -> None:
     assert stream.result is not None
     assert stream.result.response_text == "hey"
     assert stream.text == "hey"
+
+
+# ---------------------------------------------------------------- nothing chained, no previews
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
+
+
+class Raising(httpx.AsyncByteStream):
+    """Sends ``parts``, then raises ``error``."""
+
+    def __init__(self, *parts: bytes, error: Exception) -> None:
+        self.parts = parts
+        self.error = error
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            yield part
+        raise self.error
+
+
+@contextlib.asynccontextmanager
+async def _reader(stream: httpx.AsyncByteStream, **options: Any) -> AsyncIterator[StreamReader]:
+    reply = httpx.Response(200, stream=stream, headers=SSE)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda request: reply)) as client:
+        reader = await open_sse(
+            client,
+            URL,
+            headers={"Authorization": "Bearer opaque0Canary0Sse0Token0"},
+            content=b"{}",
+            wait_limit=5.0,
+            idle_timeout=5.0,
+            deadline_at=2000.0,
+            clock=_clock,
+            **options,
+        )
+        assert isinstance(reader, StreamReader)
+        try:
+            yield reader
+        finally:
+            await reader.aclose()
+
+
+async def test_reader_transport_error_chains_no_httpx_error() -> None:
+    # S2: the httpx error's request holds the Authorization header.
+    delta = {"choices": [{"delta": {"content": "a"}}]}
+    async with _reader(Raising(_events(delta), error=httpx.ReadError("reset"))) as reader:
+        assert await reader.next_delta() == "a"
+        with pytest.raises(TransientError, match="ReadError") as info:
+            await reader.next_delta()
+    assert info.value.code == "connection"
+    assert _chain(info.value) == [info.value]
+
+
+async def test_idle_and_deadline_errors_chain_nothing() -> None:
+    response = httpx.Response(200, stream=Chunks(b"a", b"b", gap=0.05))
+    watch_idle(response, idle_timeout=0.01, deadline_at=2000.0, clock=_clock)
+    with pytest.raises(RequestTimeoutError) as idle:
+        await _read_all(response)
+    late = httpx.Response(200, stream=Chunks(b"a", gap=0.05))
+    watch_idle(late, idle_timeout=10.0, deadline_at=1000.01, clock=_clock)
+    with pytest.raises(RequestTimeoutError) as deadline:
+        await _read_all(late)
+    assert _chain(idle.value) == [idle.value]
+    assert _chain(deadline.value) == [deadline.value]
+
+
+async def test_open_sse_timeout_chains_nothing() -> None:
+    async def never(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    with pytest.raises(RequestTimeoutError) as info:
+        await _open(never, wait_limit=0.02)
+    assert _chain(info.value) == [info.value]
+
+
+async def test_reader_quotes_a_malformed_event_only_on_request() -> None:
+    # S4: an SSE payload carries answer text.
+    bad = b'data: {"choices": [{"delta": {"content": "meet at dawn\n\n'
+    async with _reader(Chunks(bad)) as quiet, _reader(Chunks(bad), previews=True) as shown:
+        with pytest.raises(TransientError) as hidden:
+            await quiet.next_delta()
+        with pytest.raises(TransientError, match="meet at dawn"):
+            await shown.next_delta()
+    assert "dawn" not in str(hidden.value)
+    assert hidden.value.code == "parse_error"
+
+
+async def test_open_sse_json_fallback_quotes_only_on_request() -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b'{"answer": "meet at dawn', headers={"x": "y"})
+
+    with pytest.raises(TransientError) as hidden:
+        await _open(reply)
+    with pytest.raises(TransientError, match="meet at dawn"):
+        await _open(reply, previews=True)
+    assert "dawn" not in str(hidden.value)
+    assert "24 bytes" in hidden.value.message

@@ -14,7 +14,7 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from cryptography.fernet import Fernet
@@ -22,7 +22,12 @@ from cryptography.fernet import Fernet
 from saga_magic.core import keys
 from saga_magic.core.config import Settings
 from saga_magic.core.errors import InputValidationError, TokenStorageError
-from saga_magic.core.protocols import IEncryptedStore, IRefreshCoordinator, RefreshCooldown
+from saga_magic.core.protocols import (
+    CooldownKind,
+    IEncryptedStore,
+    IRefreshCoordinator,
+    RefreshCooldown,
+)
 from saga_magic.core.store import MIGRATIONS, SQLiteEncryptedTokenStore
 from saga_magic.core.types import TokenInfo, TokenStatus
 
@@ -776,6 +781,90 @@ async def test_stale_pending_key_from_a_crash_before_commit_is_ignored(
         assert await store.get_token("alice") is not None
 
 
+async def test_a_key_rotated_by_another_process_is_followed(isolated_env: Path) -> None:
+    # /tmp/r6.py: every other long-running store broke once the key file was rotated
+    with SQLiteEncryptedTokenStore() as rotating, SQLiteEncryptedTokenStore() as other:
+        await rotating.save_token("alice", _token())
+        assert await other.get_token("alice") is not None
+        new_key = SQLiteEncryptedTokenStore.generate_key()
+        await rotating.rotate_key(new_key)
+        assert (await other.get_token("alice") or {})["access_token"] == ACCESS
+        await other.save_token("bob", _token(access_token="at-bob"))
+        assert (await rotating.get_token("bob") or {})["access_token"] == "at-bob"
+    assert (isolated_env / ".token_key").read_text().strip() == new_key
+    with SQLiteEncryptedTokenStore() as fresh:
+        assert await fresh.get_token("bob") is not None
+
+
+def _ciphertexts(db_path: Path) -> list[bytes]:
+    with _raw(db_path) as conn:
+        blobs = [row[0] for row in conn.execute("SELECT encrypted_data FROM tokens")]
+        blobs.append(conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()[0])
+    return blobs
+
+
+def _on_disk(db_path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
+
+
+def _leftovers_of(blobs: list[bytes], data: bytes, chunk: int = 48) -> list[bytes]:
+    # Ciphertext is random: any 48-byte run of an old blob found on disk is a leftover of it,
+    # whether the blob sat in one page or was split over overflow pages.
+    return [
+        blob[i : i + chunk]
+        for blob in blobs
+        for i in range(0, len(blob) - chunk, chunk)
+        if blob[i : i + chunk] in data
+    ]
+
+
+async def test_rotation_leaves_no_old_ciphertext_on_disk(
+    store: SQLiteEncryptedTokenStore, db_path: Path
+) -> None:
+    for user in ("alice", "bob"):
+        await store.save_token(user, _token(access_token=f"at-{user}"))
+    await store.save_token("big", _token(access_token="x" * 20_000))  # overflow pages
+    await store.save_token("alice", _token(access_token="at-alice-2"))  # an older version too
+    old = _ciphertexts(db_path)
+    assert _leftovers_of(old, _on_disk(db_path))  # the check can see them
+    await store.rotate_key(SQLiteEncryptedTokenStore.generate_key())
+    assert _leftovers_of(old, _on_disk(db_path)) == []
+    assert (await store.get_token("alice") or {})["access_token"] == "at-alice-2"
+    assert await store.get_token("big") is not None
+
+
+async def test_store_connections_zero_freed_content(
+    store: SQLiteEncryptedTokenStore, db_path: Path
+) -> None:
+    await store.save_token("alice", _token(access_token="y" * 20_000))
+    old = _ciphertexts(db_path)[:1]
+    assert await store.delete_token("alice") is True
+    store.close()  # the last connection checkpoints the WAL into the file
+    assert _leftovers_of(old, _on_disk(db_path)) == []
+
+
+async def test_rotation_reports_pages_it_could_not_purge_and_a_second_one_does(
+    make_store: Factory, db_path: Path
+) -> None:
+    store = make_store(busy_timeout=0)
+    await store.save_token("alice", _token())
+    old = _ciphertexts(db_path)
+    new_key = SQLiteEncryptedTokenStore.generate_key()
+    with _raw(db_path) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM tokens").fetchone()  # holds an old snapshot
+        with pytest.raises(TokenStorageError, match="now uses the new key") as caught:
+            await store.rotate_key(new_key)
+        reader.execute("COMMIT")
+    assert "rotate again" in str(caught.value)
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    assert new_key not in str(caught.value)
+    assert (await store.get_token("alice") or {})["access_token"] == ACCESS  # on the new key
+    await store.rotate_key(new_key)
+    assert _leftovers_of(old, _on_disk(db_path)) == []
+    assert (await make_store(encryption_key=new_key).get_token("alice")) is not None
+
+
 # ---------------------------------------------------------------------------- leases
 
 
@@ -808,6 +897,44 @@ async def test_leases_work_without_a_token_row_and_with_a_wrong_key(
     assert await wrong.try_acquire_lease("nobody", owner="A", ttl=5, now=0) is True
 
 
+async def test_lease_holder_is_the_owner_of_a_live_lease(store: SQLiteEncryptedTokenStore) -> None:
+    assert await store.lease_holder("alice", now=1000) is None
+    assert await store.try_acquire_lease("alice", owner="A", ttl=30, now=1000) is True
+    assert await store.lease_holder("alice", now=1029.9) == "A"
+    assert await store.lease_holder("alice", now=1030) is None  # expired at or before now
+    assert await store.lease_holder("bob", now=1000) is None
+    await store.release_lease("alice", owner="A")
+    assert await store.lease_holder("alice", now=1000) is None
+    with pytest.raises(InputValidationError):
+        await store.lease_holder("", now=0)
+
+
+async def test_lease_holder_is_a_plain_read_that_never_waits_for_writers(
+    make_store: Factory, db_path: Path
+) -> None:
+    store = make_store(busy_timeout=0)
+    assert await store.try_acquire_lease("alice", owner="A", ttl=30, now=1000) is True
+    with _raw(db_path) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # another process is writing
+        assert await store.lease_holder("alice", now=1001) == "A"
+        with pytest.raises(TokenStorageError, match="locked"):
+            await store.try_acquire_lease("alice", owner="B", ttl=30, now=1001)
+        writer.execute("ROLLBACK")
+
+
+async def test_leases_and_cooldowns_need_no_key(make_store: Factory) -> None:
+    await _seed(make_store)
+    wrong = make_store(encryption_key=SQLiteEncryptedTokenStore.generate_key())
+    assert await wrong.try_acquire_lease("alice", owner="A", ttl=5, now=0) is True
+    assert await wrong.lease_holder("alice", now=1) == "A"
+    await wrong.release_lease("alice", owner="A")
+    await wrong.set_cooldown(
+        "alice", RefreshCooldown(until=9.0, error_kind="transient", message="")
+    )
+    await wrong.set_relogin_required("alice", True)
+    assert await wrong.get_cooldown("alice", now=0) is not None
+
+
 # ---------------------------------------------------------------------------- cool-down, re-login
 
 
@@ -824,6 +951,45 @@ async def test_cooldown_set_get_expire_clear(store: SQLiteEncryptedTokenStore) -
     await store.set_cooldown("alice", None)
     assert await store.get_cooldown("alice", now=0) is None
     assert [info.cooldown_until for info in await store.list_tokens()] == [None]
+
+
+@pytest.mark.parametrize("kind", get_args(CooldownKind))
+async def test_cooldown_accepts_every_kind_of_the_protocol(
+    store: SQLiteEncryptedTokenStore, kind: CooldownKind
+) -> None:
+    await store.save_token("alice", _token())
+    cooldown = RefreshCooldown(until=50.0, error_kind=kind, message=f"{kind} failure")
+    await store.set_cooldown("alice", cooldown)
+    assert await store.get_cooldown("alice", now=0) == cooldown
+
+
+async def test_cooldown_keeps_the_status_and_code_of_the_failure(
+    store: SQLiteEncryptedTokenStore,
+) -> None:
+    await store.save_token("alice", _token())
+    cooldown = RefreshCooldown(
+        until=50.0,
+        error_kind="timeout",
+        message="the token endpoint timed out",
+        status=504,
+        code="timeout",
+    )
+    await store.set_cooldown("alice", cooldown)
+    assert await store.get_cooldown("alice", now=0) == cooldown
+    permission = RefreshCooldown(
+        until=60.0, error_kind="permission", message="m", status=403, code="c" * 300
+    )
+    await store.set_cooldown("alice", permission)
+    got = await store.get_cooldown("alice", now=0)
+    assert got is not None
+    assert (got.status, got.code, got.error_kind) == (403, "c" * 200, "permission")
+    await store.save_token("alice", _token())
+    assert await store.get_cooldown("alice", now=0) is None
+    await store.set_cooldown("alice", permission)
+    await store.set_cooldown("alice", None)
+    with _raw(store.db_path) as conn:
+        row = conn.execute("SELECT cooldown_status, cooldown_code FROM tokens").fetchone()
+    assert row == (None, None)
 
 
 async def test_cooldown_is_cleared_by_a_save_and_truncated(
@@ -864,6 +1030,11 @@ async def test_cooldown_with_an_unknown_kind_in_the_db_reads_as_transient(
     [
         (RefreshCooldown(until=1.0, error_kind="bogus", message=""), "kind"),  # type: ignore[arg-type]
         (RefreshCooldown(until=float("nan"), error_kind="transient", message=""), "until"),
+        (RefreshCooldown(until=1.0, error_kind="transient", message="", status=True), "status"),
+        (
+            RefreshCooldown(until=1.0, error_kind="transient", message="", status="429"),  # type: ignore[arg-type]
+            "status",
+        ),
         (
             RefreshCooldown(
                 until=1.0, error_kind="transient", message="", retry_after=float("inf")
@@ -972,6 +1143,92 @@ async def test_migrations_are_recorded_once_and_wal_is_on(
     assert {"tokens", "leases", "meta", "_migrations"} <= tables
 
 
+_LEGACY_SCHEMA = (  # the schema 0001-0003 created before they were declared with sqlite-utils
+    "CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL)",
+    """CREATE TABLE tokens (
+        user_id TEXT PRIMARY KEY, encrypted_data BLOB NOT NULL, expires_at REAL, scopes TEXT,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, version INTEGER NOT NULL,
+        relogin_required INTEGER NOT NULL DEFAULT 0, cooldown_until REAL, cooldown_kind TEXT,
+        cooldown_message TEXT, cooldown_retry_after REAL)""",
+    "CREATE TABLE leases (user_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
+    "INSERT INTO meta (key, value) VALUES ('version_seq', 0)",
+    "INSERT INTO _migrations VALUES ('0001_tokens', 1), ('0002_leases', 1), ('0003_meta', 1)",
+)
+
+
+def _columns(path: Path, table: str) -> list[tuple[Any, ...]]:
+    with _raw(path) as conn:
+        # (name, declared type affinity, not null, default, pk)
+        return [
+            (name, kind.upper().replace("FLOAT", "REAL") or "BLOB", notnull, default, pk)
+            for _, name, kind, notnull, default, pk in conn.execute(f"PRAGMA table_info({table})")
+        ]
+
+
+async def test_a_database_from_the_previous_schema_is_upgraded_in_place(
+    make_store: Factory, tmp_path: Path, key: str
+) -> None:
+    legacy = tmp_path / "legacy" / "tokens.db"
+    legacy.parent.mkdir(mode=0o700)
+    fernet = Fernet(key)
+    with _raw(legacy) as conn:
+        for statement in _LEGACY_SCHEMA:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('key_check', ?)",
+            (fernet.encrypt(keys.KEY_CHECK),),
+        )
+        conn.execute(
+            "INSERT INTO tokens (user_id, encrypted_data, created_at, updated_at, version,"
+            " cooldown_until, cooldown_kind, cooldown_message) VALUES (?, ?, 1, 1, 1, 9, ?, ?)",
+            (
+                "alice",
+                fernet.encrypt(json.dumps({"access_token": ACCESS}).encode()),
+                "transient",
+                "m",
+            ),
+        )
+    os.chmod(legacy, 0o600)
+    store = make_store(legacy)
+    assert await store.get_token("alice") == {"access_token": ACCESS}
+    assert await store.get_cooldown("alice", now=0) == RefreshCooldown(
+        until=9.0, error_kind="transient", message="m"
+    )
+    cooldown = RefreshCooldown(until=9.0, error_kind="rate_limit", message="m", status=429)
+    await store.set_cooldown("alice", cooldown)
+    assert await store.get_cooldown("alice", now=0) == cooldown
+    store.close()
+    fresh = make_store()
+    await fresh.list_tokens()
+    fresh.close()
+    for table in ("tokens", "leases", "meta"):
+        assert _columns(legacy, table) == _columns(fresh.db_path, table)
+    with _raw(legacy) as conn:
+        names = [name for (name,) in conn.execute("SELECT name FROM _migrations ORDER BY name")]
+    assert names == [migration.name for migration in MIGRATIONS]
+
+
+def test_the_store_imports_sqlite_utils_only_to_migrate(db_path: Path, key: str) -> None:
+    with SQLiteEncryptedTokenStore(db_path, encryption_key=key) as store:
+        asyncio.run(store.list_tokens())  # creates and migrates the database
+    probe = textwrap.dedent(
+        """
+        import asyncio, sys
+        import saga_magic.core
+        from saga_magic.core.store import SQLiteEncryptedTokenStore
+        assert "sqlite_utils" not in sys.modules, "imported by the core"
+        with SQLiteEncryptedTokenStore(sys.argv[1], encryption_key=sys.argv[2]) as store:
+            asyncio.run(store.list_tokens())
+        assert "sqlite_utils" not in sys.modules, "imported to open an up-to-date store"
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(db_path), key], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
 async def test_close_is_idempotent_and_later_calls_fail(store: SQLiteEncryptedTokenStore) -> None:
     await store.save_token("alice", _token())
     store.close()
@@ -994,6 +1251,52 @@ async def test_context_managers_close_the_store(db_path: Path, key: str) -> None
         pass
     with pytest.raises(TokenStorageError, match="is closed"):
         await sync_store.list_tokens()
+
+
+async def test_aclose_waits_in_a_thread_while_the_event_loop_keeps_running(
+    db_path: Path, key: str
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    blocking = False
+
+    def clock() -> float:
+        in_worker = threading.current_thread().name.startswith("saga-token-store")
+        if blocking and in_worker:  # the worker is stuck in a write, as if on a busy lock
+            entered.set()
+            release.wait(5)
+        return 1_700_000_000.0
+
+    store = SQLiteEncryptedTokenStore(db_path, encryption_key=key, clock=clock)
+    await store.list_tokens()
+    blocking = True
+    save = asyncio.create_task(store.save_token("alice", _token()))
+    assert await asyncio.to_thread(entered.wait, 5)
+    closers = [asyncio.create_task(store.aclose()) for _ in range(2)]
+    for _ in range(20):
+        await asyncio.sleep(0)  # the loop runs: close() waits in another thread
+    assert not any(closer.done() for closer in closers)
+    release.set()
+    await asyncio.gather(save, *closers)
+    assert not any(t.name.startswith("saga-token-store") for t in threading.enumerate())
+    with pytest.raises(TokenStorageError, match="is closed"):
+        await store.get_token("alice")
+    assert SQLiteEncryptedTokenStore.read_token_infos(db_path)[0].user_id == "alice"
+
+
+async def test_async_context_manager_closes_with_aclose(
+    db_path: Path, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    async with SQLiteEncryptedTokenStore(db_path, encryption_key=key) as store:
+        real = store.aclose
+
+        async def spy() -> None:
+            calls.append("aclose")
+            await real()
+
+        monkeypatch.setattr(store, "aclose", spy)
+    assert calls == ["aclose"]
+    await store.aclose()  # idempotent
 
 
 async def test_one_store_serves_several_event_loops(store: SQLiteEncryptedTokenStore) -> None:
