@@ -2,18 +2,23 @@
 ``config``, ``log``, ``sandbox``, ``help``).
 
 Each takes the session, its parsed options and an output function, and prints a few lines.
-Core failures propagate as core exceptions; the magic turns them into one line.
+Core failures propagate as core exceptions; the magic turns them into one line. The magic calls
+``session.observe()`` before every subcommand but ``help``, so each of them starts the event
+journal.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .failure import CopilotError, CopilotInterrupted
+from IPython.core.error import UsageError
+
+from .failure import CopilotError, CopilotInterrupted, login_command
 from .options import subcommand_help
-from .sandbox import sandbox_command
+from .sandbox import fault_help, sandbox_command
+from .timefmt import clock_time, format_duration
 
 if TYPE_CHECKING:
     from saga_magic.core.events import Event
@@ -21,50 +26,26 @@ if TYPE_CHECKING:
 
     from .session import CopilotSession
 
-__all__ = ["COMMANDS", "format_duration", "format_event"]
+__all__ = ["COMMANDS", "EVENT_LINE_LIMIT", "format_duration", "format_event"]
+
+EVENT_LINE_LIMIT = 160
+"""Longest ``%copilot log`` line."""
+
+_ID_CHARS = 8
 
 Out = Callable[[str], None]
 Command = Callable[["CopilotSession", Any, Out], None]
 
 
-def format_duration(seconds: float) -> str:
-    """Render a duration as "43 s", "12 min", "1 h 12 min" or "2 d 3 h".
-
-    Args:
-        seconds: A non-negative duration.
-
-    Returns:
-        Short text.
-    """
-    total = round(abs(seconds))
-    if total < 60:
-        return f"{total} s"
-    minutes, _ = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def _clock_time(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
-
-
 def _token_line(info: TokenInfo, *, now: float, default_user: str, width: int) -> str:
     status = info.status(now=now)
     if info.relogin_required:
-        login = "%copilot login" + (
-            "" if info.user_id == default_user else f" --user {info.user_id}"
-        )
-        detail = f"run {login}"
+        detail = f"run {login_command(info.user_id, default_user)}"
     elif info.expires_at is None:
         detail = "expiry unknown"
     elif info.expires_at > now:
         left = format_duration(info.expires_at - now)
-        detail = f"expires in {left} (at {_clock_time(info.expires_at)})"
+        detail = f"expires in {left} (at {clock_time(info.expires_at)})"
     else:
         detail = f"expired {format_duration(now - info.expires_at)} ago (refreshed on next use)"
     marker = "*" if info.user_id == default_user else " "
@@ -94,7 +75,21 @@ def status(session: CopilotSession, args: Any, out: Out) -> None:
     out(f"tokens:   {settings.token_store_path}")
     infos = _token_infos(session)
     if not infos:
-        out(f"  no token stored; run %copilot login (user {settings.user!r})")
+        missing = [
+            name
+            for name, value in (
+                ("AZURE_TENANT_ID", settings.tenant_id),
+                ("AZURE_CLIENT_ID", settings.client_id),
+            )
+            if value is None
+        ]
+        if missing:
+            out(
+                f"  no token stored; set {' and '.join(missing)} (then %copilot login), "
+                "or try the local emulator with %copilot sandbox"
+            )
+        else:
+            out(f"  no token stored; run {login_command(settings.user, settings.user)}")
     width = max((len(info.user_id) for info in infos), default=0)
     for info in sorted(infos, key=lambda item: item.user_id):
         out(_token_line(info, now=now, default_user=settings.user, width=width))
@@ -102,17 +97,20 @@ def status(session: CopilotSession, args: Any, out: Out) -> None:
     if last is None:
         out("last request: none yet")
     elif last.result is None:
-        out(f"last request: {_clock_time(last.at)} user {last.user!r} failed: {last.error}")
+        out(f"last request: {clock_time(last.at)} user {last.user!r} failed: {last.error}")
     else:
         result = last.result
         out(
-            f"last request: {_clock_time(last.at)} user {last.user!r}, model {result.model}, "
+            f"last request: {clock_time(last.at)} user {last.user!r}, model {result.model}, "
             f"{result.latency_ms / 1000:.1f} s, {result.attempts} attempt(s), "
             f"{result.usage.total_tokens} tokens, finish {result.finish_reason}, "
             f"request id {result.request_id}"
         )
-    turns = session.memory.turns(settings.user)
-    out(f"conversation: {turns} of {session.memory.max_turns} turns kept for {settings.user!r}")
+    memory = session.memory
+    out(
+        f"conversation: {memory.turns(settings.user)} of {memory.max_turns} turns kept for "
+        f"{settings.user!r} ({memory.chars(settings.user)} of {memory.max_chars} characters)"
+    )
 
 
 def login(session: CopilotSession, args: Any, out: Out) -> None:
@@ -179,26 +177,31 @@ def reset(session: CopilotSession, args: Any, out: Out) -> None:
 
 
 def memory(session: CopilotSession, args: Any, out: Out) -> None:
-    """``%copilot memory [--turns N]``: show or bound the conversations.
+    """``%copilot memory [--turns N] [--chars N]``: show or bound the conversations.
 
     Args:
         session: The extension's session.
-        args: Parsed options (``turns``).
+        args: Parsed options (``turns``, ``chars``).
         out: Prints a line.
 
     Raises:
-        CopilotError: ``--turns`` is negative.
+        CopilotError: ``--turns`` or ``--chars`` is negative.
     """
+    kept = session.memory
+    for option in ("turns", "chars"):
+        value = getattr(args, option)
+        if value is not None and value < 0:
+            raise CopilotError(f"--{option} must be 0 or more, got {value}")
     if args.turns is not None:
-        if args.turns < 0:
-            raise CopilotError(f"--turns must be 0 or more, got {args.turns}")
-        session.memory.max_turns = args.turns
-    out(f"keeping at most {session.memory.max_turns} turns per user")
-    users = session.memory.users()
+        kept.max_turns = args.turns
+    if args.chars is not None:
+        kept.max_chars = args.chars
+    out(f"keeping at most {kept.max_turns} turns and {kept.max_chars} characters per user")
+    users = kept.users()
     if not users:
         out("  no conversation yet")
     for user in users:
-        out(f"  {user}: {session.memory.turns(user)} turns")
+        out(f"  {user}: {kept.turns(user)} turns, {kept.chars(user)} characters")
 
 
 def config(session: CopilotSession, args: Any, out: Out) -> None:
@@ -217,38 +220,62 @@ def config(session: CopilotSession, args: Any, out: Out) -> None:
         out("(sandbox: authority, tenant, client, endpoint and token store point at the emulator)")
 
 
-def format_event(event: Event) -> str:
-    """Render an event as one log line.
+def _event_value(key: str, value: Any) -> str:
+    if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+        return clock_time(value)  # expires_at, next_attempt_at: a local time, not a unix float
+    if key.endswith("_id") and isinstance(value, str) and len(value) > _ID_CHARS:
+        return value[:_ID_CHARS]  # task, request, correlation ids: a prefix tells them apart
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.3f}".rstrip("0")
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def format_event(event: Event, *, limit: int = EVENT_LINE_LIMIT) -> str:
+    """Render an event as one compact log line.
 
     Args:
         event: The event.
+        limit: Longest line (cut with an ellipsis).
 
     Returns:
-        ``HH:MM:SS.mmm LEVEL event user=... op=... key=value ...``.
+        ``HH:MM:SS.mmm LEVEL event user=... op=... key=value ...``: fields that are ``None``
+        are left out, ``*_at`` times are local clock times, long ``*_id`` values a prefix.
     """
     millis = int((event.ts % 1) * 1000)
-    parts = [f"{_clock_time(event.ts)}.{millis:03d}", f"{event.level:<7}", event.event]
+    parts = [f"{clock_time(event.ts)}.{millis:03d}", f"{event.level:<7}", event.event]
     if event.user_id:
         parts.append(f"user={event.user_id}")
     if event.op_id:
-        parts.append(f"op={event.op_id[:8]}")
-    parts += [f"{key}={value}" for key, value in event.context.items()]
-    return " ".join(parts)
+        parts.append(f"op={event.op_id[:_ID_CHARS]}")
+    parts += [
+        f"{key}={_event_value(key, value)}"
+        for key, value in event.context.items()
+        if value is not None
+    ]
+    line = " ".join(parts)
+    return line if len(line) <= limit else line[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 def log(session: CopilotSession, args: Any, out: Out) -> None:
-    """``%copilot log [-n N]``: the most recent events of this kernel.
+    """``%copilot log [-n N] [--event NAME]``: the most recent events of this kernel.
 
     Args:
         session: The extension's session.
-        args: Parsed options (``n``).
+        args: Parsed options (``n``, ``event``).
         out: Prints a line.
+
+    Raises:
+        UsageError: ``-n`` is not 1 or more.
     """
-    session.settings  # noqa: B018 - starts observing the event bus on first use
-    count = max(0, args.n)
-    recent = list(session.events)[-count:] if count else []
+    if args.n < 1:
+        raise UsageError(f"-n must be 1 or more, got {args.n}")
+    snapshot = list(session.events)  # one C-level copy: the loop thread appends meanwhile
+    recent = [e for e in snapshot if args.event is None or args.event in e.event][-args.n :]
     if not recent:
-        out("no events yet in this kernel")
+        what = f"no {args.event!r} events" if args.event is not None else "no events"
+        out(f"{what} yet in this kernel")
     for event in recent:
         out(format_event(event))
 
@@ -269,6 +296,8 @@ def help_(session: CopilotSession, args: Any, out: Out) -> None:
         out(subcommand_help(topic))
     except KeyError:
         raise CopilotError(f"no subcommand {topic!r}; see %copilot help") from None
+    if topic == "sandbox":
+        out(fault_help())
 
 
 COMMANDS: dict[str, Command] = {

@@ -2,7 +2,10 @@
 
 Everything here runs on the kernel's (calling) thread. Updates go through IPython's display
 machinery with a ``display_id``, so a front end redraws one output in place; answer updates are
-throttled (at most one every ``min_interval`` seconds, plus the final one).
+throttled (at most one every ``min_interval`` seconds, plus the final one). The model's text is
+sent as ``text/markdown`` only through :func:`~saga_magic.magic.markdown.safe_markdown` (raw
+HTML escaped outside code): front ends render live outputs as trusted. A terminal IPython, which
+cannot redraw an output in place, uses :mod:`saga_magic.magic.terminal` instead.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .markdown import safe_markdown
 
 __all__ = [
     "AnswerView",
@@ -31,6 +36,7 @@ _FENCE = re.compile(
     re.MULTILINE | re.DOTALL,
 )
 _CURSOR = " \N{LEFT HALF BLOCK}"
+_LANGUAGE = re.compile(r"[\w.+#-]*")
 
 
 class NotJSONError(ValueError):
@@ -54,9 +60,11 @@ def extract_code(text: str) -> tuple[str, str]:
 
 
 def _fenced(code: str, language: str) -> str:
-    longest = max((len(run) for run in re.findall(r"`{3,}", code)), default=2)
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=2)
     fence = "`" * max(3, longest + 1)
-    return f"{fence}{language}\n{code}\n{fence}"
+    match = _LANGUAGE.match(language)
+    info = match.group(0) if match is not None else ""
+    return f"{fence}{info}\n{code}\n{fence}"
 
 
 def final_bundle(text: str, fmt: str) -> Bundle:
@@ -67,7 +75,8 @@ def final_bundle(text: str, fmt: str) -> Bundle:
         fmt: ``markdown``, ``text``, ``code`` or ``json``.
 
     Returns:
-        A mime bundle; always with a ``text/plain`` fallback.
+        A mime bundle; always with a ``text/plain`` fallback; its Markdown never carries raw
+        HTML from ``text``.
 
     Raises:
         NotJSONError: ``fmt`` is ``json`` and ``text`` (or its first fenced block) is not JSON.
@@ -91,7 +100,7 @@ def final_bundle(text: str, fmt: str) -> Bundle:
         if isinstance(value, dict | list):
             return {"application/json": value, "text/plain": plain}
         return {"text/plain": plain}
-    return {"text/markdown": text, "text/plain": text}
+    return {"text/markdown": safe_markdown(text), "text/plain": text}
 
 
 class AnswerView:
@@ -151,7 +160,7 @@ class AnswerView:
             return
         shown = self.text + _CURSOR
         self._show(
-            {"text/markdown": shown, "text/plain": shown}
+            {"text/markdown": safe_markdown(shown), "text/plain": shown}
             if self._fmt == "markdown"
             else {"text/plain": shown}
         )

@@ -4,14 +4,17 @@
 comprehension, and can leak attributes through format specs (jupyter-ai #27, #967). Here a brace
 pair is replaced only when its whole content is
 
-* a Python identifier bound in the user namespace (``{name}`` -> ``str(value)``; an ``AIResult``
-  gives its ``response_text``), or
-* ``In[n]``, ``Out[n]`` or ``Err[n]`` with a non-negative integer ``n`` that the shell recorded.
+* a Python identifier (``str.isidentifier``, so ``{café}`` too) bound in the user namespace
+  (``{name}`` -> ``str(value)``; an ``AIResult`` gives its ``response_text``), or
+* ``In[n]``, ``Out[n]`` or ``Err[n]`` with a non-negative integer ``n`` that the shell recorded
+  (``In[n]`` is the cell as typed, from the history's raw inputs, not IPython's transformed
+  source).
 
 Everything else is left exactly as typed, byte for byte: ``{x + 1}``, ``{"a": 1}``,
 ``{k: v for k, v in d.items()}``, ``{name!r}``, ``{name:>10}``, an unknown ``{name}``, and any
 reference wrapped in doubled braces (``{{name}}`` is an escape: it stays ``{{name}}``).
-Nothing is ever evaluated.
+Nothing is ever evaluated. A value whose ``str()`` raises fails the cell with one line
+(``cannot insert {b}: ValueError: boom``) instead of a traceback.
 
 IPython keeps ``In`` and ``Out`` but no ``Err``: :class:`ErrorLog` remembers, per execution
 count, the exception each cell raised (from the ``post_run_cell`` event's ``ExecutionResult``),
@@ -22,15 +25,16 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .failure import CopilotError
+
 __all__ = ["ErrorLog", "Interpolation", "interpolate"]
 
-_REFERENCE = re.compile(
-    r"\{(?:(?P<hist>In|Out|Err)\[(?P<index>\d+)\]|(?P<name>[A-Za-z_][A-Za-z0-9_]*))\}"
-)
+# Any brace-free word is a candidate name; str.isidentifier() decides (Unicode names included).
+_REFERENCE = re.compile(r"\{(?:(?P<hist>In|Out|Err)\[(?P<index>\d+)\]|(?P<name>[^{}\[\]\s]+))\}")
 
 
 class ErrorLog:
@@ -91,30 +95,47 @@ class Interpolation:
     """``In``/``Out``/``Err`` references to cells with nothing recorded (left as typed)."""
 
 
-def _as_text(value: object) -> str:
-    response = getattr(value, "response_text", None)
-    if isinstance(response, str) and type(value).__name__ == "AIResult":
-        return response
-    return value if isinstance(value, str) else str(value)
+def _as_text(value: object, reference: str) -> str:
+    from saga_magic.core.types import AIResult
+
+    if isinstance(value, AIResult):
+        return value.response_text
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception as error:  # a broken __str__ is the user's object, not our bug
+        raise CopilotError(
+            f"cannot insert {{{reference}}}: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _history_value(
-    kind: str, index: int, namespace: Mapping[str, Any], errors: ErrorLog | None
+    kind: str,
+    index: int,
+    namespace: Mapping[str, Any],
+    errors: ErrorLog | None,
+    inputs: Sequence[str] | None,
 ) -> str | None:
     if kind == "Err":
         return errors.get(index) if errors is not None else None
-    source = namespace.get(kind)
     if kind == "In":
-        if isinstance(source, list) and 0 < index < len(source):
+        source = inputs if inputs is not None else namespace.get("In")
+        if isinstance(source, Sequence) and not isinstance(source, str) and 0 < index < len(source):
             return str(source[index])
         return None
+    source = namespace.get(kind)
     if isinstance(source, Mapping) and index in source:
-        return _as_text(source[index])
+        return _as_text(source[index], f"{kind}[{index}]")
     return None
 
 
 def interpolate(
-    template: str, namespace: Mapping[str, Any], *, errors: ErrorLog | None = None
+    template: str,
+    namespace: Mapping[str, Any],
+    *,
+    errors: ErrorLog | None = None,
+    inputs: Sequence[str] | None = None,
 ) -> Interpolation:
     """Replace known ``{...}`` references in ``template``; leave every other brace as typed.
 
@@ -122,9 +143,14 @@ def interpolate(
         template: The cell body.
         namespace: The user namespace (``shell.user_ns``), holding ``In`` and ``Out``.
         errors: Errors of earlier cells, for ``{Err[n]}``.
+        inputs: The cells as typed (``history_manager.input_hist_raw``), for ``{In[n]}``;
+            the namespace's ``In`` (IPython's transformed source) when omitted.
 
     Returns:
         The interpolated text and what was (and was not) replaced.
+
+    Raises:
+        CopilotError: a referenced value's ``str()`` raised.
     """
     replaced: list[str] = []
     missing: list[str] = []
@@ -135,18 +161,19 @@ def interpolate(
             return match.group(0)  # {{name}}: an escape, kept as typed
         name = match.group("name")
         if name is not None:
-            if name in namespace:
+            if name.isidentifier() and name in namespace:
+                text = _as_text(namespace[name], name)
                 replaced.append(name)
-                return _as_text(namespace[name])
+                return text
             return match.group(0)
         kind, index = match.group("hist"), int(match.group("index"))
         reference = f"{kind}[{index}]"
-        value = _history_value(kind, index, namespace, errors)
+        value = _history_value(kind, index, namespace, errors, inputs)
         if value is None:
             missing.append(reference)
             return match.group(0)
         replaced.append(reference)
         return value
 
-    text = _REFERENCE.sub(substitute, template)
-    return Interpolation(text=text, replaced=tuple(replaced), missing=tuple(missing))
+    result = _REFERENCE.sub(substitute, template)
+    return Interpolation(text=result, replaced=tuple(replaced), missing=tuple(missing))

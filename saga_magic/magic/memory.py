@@ -1,8 +1,10 @@
 """Conversation memory: consecutive ``%%copilot`` cells continue one conversation per user.
 
-Bounded to the last ``max_turns`` question/answer pairs (default 20) so a long notebook does not
-grow the prompt without end; ``--new`` or ``%copilot reset`` starts over. Only successful turns
-are kept: a failed cell adds nothing.
+Bounded two ways so a long notebook does not grow the prompt without end: the last
+``max_turns`` question/answer pairs (default 20), and at most ``max_chars`` characters of
+questions and answers together (default 100,000: a few long answers can fill a context window
+long before 20 turns do); the oldest turns go first. ``--new`` or ``%copilot reset`` starts
+over. Only successful turns are kept: a failed cell adds nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from saga_magic.core.types import ChatMessage
 
-__all__ = ["DEFAULT_MAX_TURNS", "ConversationMemory"]
+__all__ = ["DEFAULT_MAX_CHARS", "DEFAULT_MAX_TURNS", "ConversationMemory"]
 
 DEFAULT_MAX_TURNS = 20
 """Question/answer pairs kept per user unless configured otherwise."""
+DEFAULT_MAX_CHARS = 100_000
+"""Characters of questions and answers kept per user unless configured otherwise."""
 
 
 class ConversationMemory:
@@ -24,15 +28,21 @@ class ConversationMemory:
 
     Args:
         max_turns: Turns kept per user (at least 0; 0 disables memory).
+        max_chars: Characters (questions plus answers) kept per user, at least 0; the oldest
+            turns are dropped beyond it (a single turn larger than this is not kept).
 
     Raises:
-        ValueError: ``max_turns`` is negative.
+        ValueError: ``max_turns`` or ``max_chars`` is negative.
     """
 
-    def __init__(self, *, max_turns: int = DEFAULT_MAX_TURNS) -> None:
+    def __init__(
+        self, *, max_turns: int = DEFAULT_MAX_TURNS, max_chars: int = DEFAULT_MAX_CHARS
+    ) -> None:
         self._turns: dict[str, deque[tuple[str, str]]] = {}
         self._max_turns = 0
+        self._max_chars = 0
         self.max_turns = max_turns
+        self.max_chars = max_chars
 
     @property
     def max_turns(self) -> int:
@@ -47,8 +57,27 @@ class ConversationMemory:
         for user, turns in list(self._turns.items()):
             self._turns[user] = deque(turns, maxlen=value)
 
+    @property
+    def max_chars(self) -> int:
+        """Characters kept per user; setting it trims every conversation."""
+        return self._max_chars
+
+    @max_chars.setter
+    def max_chars(self, value: int) -> None:
+        if value < 0:
+            raise ValueError("max_chars must be >= 0")
+        self._max_chars = value
+        for turns in self._turns.values():
+            self._trim(turns)
+
+    def _trim(self, turns: deque[tuple[str, str]]) -> None:
+        size = sum(len(prompt) + len(answer) for prompt, answer in turns)
+        while turns and size > self._max_chars:
+            prompt, answer = turns.popleft()
+            size -= len(prompt) + len(answer)
+
     def add(self, user: str, prompt: str, answer: str) -> None:
-        """Append a finished turn to ``user``'s conversation.
+        """Append a finished turn to ``user``'s conversation (dropping the oldest beyond a bound).
 
         Args:
             user: The user id.
@@ -57,6 +86,18 @@ class ConversationMemory:
         """
         turns = self._turns.setdefault(user, deque(maxlen=self._max_turns))
         turns.append((prompt, answer))
+        self._trim(turns)
+
+    def chars(self, user: str) -> int:
+        """How many characters ``user``'s conversation holds (questions plus answers).
+
+        Args:
+            user: The user id.
+
+        Returns:
+            The count.
+        """
+        return sum(len(prompt) + len(answer) for prompt, answer in self._turns.get(user, ()))
 
     def history(self, user: str) -> tuple[ChatMessage, ...]:
         """Return ``user``'s conversation as chat messages, oldest first.

@@ -23,9 +23,11 @@ __all__ = [
     "CellOptions",
     "Subcommand",
     "cell_arguments",
+    "cell_help",
     "parse_cell_options",
     "parse_subcommand",
     "subcommand_help",
+    "wants_help",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,7 +55,12 @@ def cell_arguments(func: F) -> F:
         argument(
             "--user", metavar="USER", help="user id whose token to use (default: ARC_SAGA_USER)"
         ),
-        argument("--model", metavar="MODEL", help="model / deployment name sent with the request"),
+        argument(
+            "--model",
+            metavar="MODEL",
+            help="model / deployment name: on an Azure deployments URL it replaces the URL's "
+            "deployment; on other endpoints it is sent as the request's model",
+        ),
         argument("--system", metavar="TEXT", help="system prompt sent before the conversation"),
         argument(
             "--max-tokens",
@@ -131,6 +138,39 @@ def _check_name(name: str) -> str:
     if not name.isidentifier() or keyword.iskeyword(name):
         raise UsageError(f"-o/--output needs a Python variable name, got {name!r}")
     return name
+
+
+def _strip_rst(text: str) -> str:
+    # MagicHelpFormatter starts the usage with "::" for the RST docstring; not for printing.
+    return text.removeprefix("::\n\n")
+
+
+def wants_help(line: str) -> bool:
+    """Tell whether a ``%%copilot`` option line asks for help (``-h`` / ``--help``).
+
+    Args:
+        line: The text after ``%%copilot``.
+
+    Returns:
+        True when the help should be printed instead of asking.
+
+    Raises:
+        UsageError: unbalanced quotes.
+    """
+    return bool({"-h", "--help"} & set(_split(line)))
+
+
+def cell_help(magic: Callable[..., Any]) -> str:
+    """Return the help of the ``%%copilot`` cell magic (usage, description, options).
+
+    Args:
+        magic: The cell-magic function decorated with :func:`cell_arguments`.
+
+    Returns:
+        Help text.
+    """
+    parser: MagicArgumentParser = cast("Any", magic).parser
+    return _strip_rst(parser.format_help())
 
 
 def parse_cell_options(magic: Callable[..., Any], line: str) -> CellOptions:
@@ -227,6 +267,15 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                     "help": "keep at most N question/answer turns per user (default 20)",
                 },
             ),
+            (
+                ("--chars",),
+                {
+                    "metavar": "N",
+                    "type": int,
+                    "help": "keep at most N characters of questions and answers per user; the "
+                    "oldest turns go first (default 100000)",
+                },
+            ),
         ),
         _parser("config", "effective settings (secrets masked)"),
         _parser(
@@ -238,7 +287,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                     "metavar": "N",
                     "type": int,
                     "default": 20,
-                    "help": "how many events (default 20)",
+                    "help": "how many events, 1 or more (default 20)",
+                },
+            ),
+            (
+                ("--event",),
+                {
+                    "metavar": "NAME",
+                    "help": "only events whose name contains NAME, e.g. --event retry",
                 },
             ),
         ),
@@ -287,10 +343,16 @@ def subcommand_help(name: str | None = None) -> str:
         Help text.
     """
     if name is not None:
-        return SUBCOMMANDS[name].parser.format_help()
+        return _strip_rst(SUBCOMMANDS[name].parser.format_help())
     width = max(len(item) for item in SUBCOMMANDS)
-    lines = ["%copilot SUBCOMMAND [options]  (see also %%copilot? for the cell magic)", ""]
+    lines = ["%copilot SUBCOMMAND [options]  (see also %%copilot --help for the cell magic)", ""]
     lines += [f"  {item.name:<{width}}  {item.summary}" for item in SUBCOMMANDS.values()]
+    lines += [
+        "",
+        "The first %%copilot cell or %copilot subcommand (help excepted) reads the settings and",
+        "installs the event journal (ARC_SAGA_JOURNAL_PATH), so a saga-tui can watch this kernel;",
+        "%load_ext itself writes nothing.",
+    ]
     return "\n".join(lines)
 
 

@@ -6,7 +6,9 @@ the kernel's thread submits them, waits, and does every display update itself.
 
 A :class:`Job` can be cancelled from the calling thread and waited for: on an interrupt the
 coroutine gets ``CancelledError`` on its own loop, cleans up (closes its HTTP stream, releases
-its lease) and only then does the cell return.
+its lease) and only then does the cell return. A second interrupt during that short wait stops
+the waiting (the cancellation still goes on in the background) instead of escaping as a raw
+``KeyboardInterrupt`` from the cleanup.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ __all__ = ["POLL_INTERVAL", "Job", "LoopThread"]
 
 T = TypeVar("T")
 
-POLL_INTERVAL = 0.1
-"""Seconds between checks while the calling thread waits (keeps it interruptible)."""
+POLL_INTERVAL = 0.05
+"""Seconds between checks while the calling thread waits: keeps it interruptible, and bounds
+the display latency of a ``%%copilot`` cell (which drains its queue at this pace)."""
 
 
 class Job(Generic[T]):
@@ -104,7 +107,8 @@ class Job(Generic[T]):
             wait: Seconds to wait for the coroutine to finish its cleanup.
 
         Returns:
-            True when the coroutine has finished by the end of the wait.
+            True when the coroutine has finished by the end of the wait; False after ``wait``
+            seconds, or when a (second) interrupt cut the wait short.
         """
         if self.future.done():
             return True
@@ -113,7 +117,10 @@ class Job(Generic[T]):
         except RuntimeError:  # loop already closed: nothing left to cancel
             return self.future.done()
         # concurrent.futures.wait() is not woken by Future.cancel(): wait on our own event.
-        return self._finished.wait(wait)
+        try:
+            return self._finished.wait(wait)
+        except KeyboardInterrupt:  # Ctrl-C again while cleaning up: stop waiting, quietly
+            return False
 
 
 class LoopThread:

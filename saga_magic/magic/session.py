@@ -1,20 +1,28 @@
 """One extension load's state: settings, the loop thread, the core objects, events, the sandbox.
 
-Nothing of the core is imported or built when the extension loads; the first cell (or
-subcommand) reads ``Settings.from_env()``, installs the event journal (so a ``saga-tui`` in
-another process can watch this kernel), subscribes to the in-process event bus (for
-``%copilot log``) and builds the token store, auth manager and engines on the loop thread.
-``close()`` undoes all of it.
+Nothing of the core is imported or built when the extension loads; the first ``%%copilot``
+cell or ``%copilot`` subcommand (except ``help``) calls :meth:`CopilotSession.observe`: it reads
+``Settings.from_env()``, installs the event journal (so a ``saga-tui`` in another process can
+watch this kernel), and subscribes to the in-process event bus (for ``%copilot log``). The token
+store, auth manager and engines are built on the loop thread when first needed. ``close()``
+undoes all of it (the core's close is bounded by ``close_timeout``, so a stuck connection cannot
+hang ``%unload_ext``).
+
+``--model`` on an Azure *deployments* URL (``.../openai/deployments/{name}/chat/completions``)
+names the deployment: the engine for that model gets the URL with the deployment segment
+replaced (one engine per user and model).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .interpolate import ErrorLog
 from .memory import ConversationMemory
@@ -36,6 +44,25 @@ logger = logging.getLogger("saga.magic")
 EngineFactory = Callable[["CopilotSession", str, "str | None"], Any]
 """Builds an engine (``reason(task)``, ``stream(task)``, ``close()``) for a user and model."""
 Emit = Callable[[tuple[str, Any]], None]
+
+_DEPLOYMENTS_PATH = re.compile(r"/openai/deployments/[^/]+/chat/completions$")
+
+
+def deployment_url(endpoint: str, deployment: str) -> str:
+    """Return an Azure deployments URL with its deployment segment replaced.
+
+    Args:
+        endpoint: ``https://<resource>/openai/deployments/<old>/chat/completions?api-version=``.
+        deployment: The deployment to address instead.
+
+    Returns:
+        The URL (query kept); ``endpoint`` unchanged when it is not a deployments URL.
+    """
+    parts = urlsplit(endpoint)
+    path = parts.path.rstrip("/")
+    segment = f"/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+    new_path, count = _DEPLOYMENTS_PATH.subn(lambda _: segment, path)
+    return urlunsplit(parts._replace(path=new_path)) if count else endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +88,7 @@ class CopilotSession:
             :class:`~saga_magic.core.engine.CopilotReasoningEngine` by default (tests pass fakes).
         event_buffer: How many recent events ``%copilot log`` can show.
         clock: Unix-time clock.
+        close_timeout: Seconds :meth:`close` waits for the core's connections to close.
     """
 
     def __init__(
@@ -70,9 +98,11 @@ class CopilotSession:
         engine_factory: EngineFactory | None = None,
         event_buffer: int = 500,
         clock: Callable[[], float] = time.time,
+        close_timeout: float = 5.0,
     ) -> None:
         self._settings_factory = settings_factory
         self._engine_factory = engine_factory
+        self._close_timeout = close_timeout
         self.clock = clock
         """Unix-time clock."""
         self.runner = LoopThread()
@@ -100,9 +130,15 @@ class CopilotSession:
 
     # -- settings and observation -------------------------------------------------------
 
-    @property
-    def settings(self) -> Settings:
-        """The effective settings, read from the environment at first use."""
+    def observe(self) -> Settings:
+        """Read the settings and start observing (journal, event bus), once; idempotent.
+
+        Returns:
+            The effective settings.
+
+        Raises:
+            ConfigurationError: an environment variable is malformed.
+        """
         if self._settings is None:
             if self._settings_factory is not None:
                 settings = self._settings_factory()
@@ -113,6 +149,11 @@ class CopilotSession:
             self._settings = settings
             self._observe(settings)
         return self._settings
+
+    @property
+    def settings(self) -> Settings:
+        """The effective settings (:meth:`observe` on first use)."""
+        return self.observe()
 
     @property
     def default_user(self) -> str:
@@ -140,12 +181,29 @@ class CopilotSession:
         """Switch to other settings (the sandbox): closes the core objects built from the old ones.
 
         Args:
-            settings: The new settings.
+            settings: The new settings (applied even when closing the old objects fails).
         """
-        self.reset_core()
-        if self._settings is None:
-            self._observe(settings)
-        self._settings = settings
+        try:
+            self.reset_core()
+        finally:
+            if self._settings is None:
+                self._observe(settings)
+            self._settings = settings
+
+    def deployment_for(self, model: str | None) -> str | None:
+        """The deployment ``model`` addresses, when the endpoint is an Azure deployments URL.
+
+        Args:
+            model: The ``--model`` override, or ``None``.
+
+        Returns:
+            ``model`` when it replaces the URL's deployment segment; ``None`` otherwise (no
+            override, no endpoint, or a shape that sends ``model`` in the body).
+        """
+        endpoint = self.settings.copilot_endpoint
+        if model is None or endpoint is None:
+            return None
+        return model if _DEPLOYMENTS_PATH.search(urlsplit(endpoint).path.rstrip("/")) else None
 
     # -- core objects (built and used on the loop thread) -----------------------------------
 
@@ -213,11 +271,17 @@ class CopilotSession:
 
                 settings = self.settings
                 settings.require("copilot_endpoint", "tenant_id", "client_id")
+                endpoint = str(settings.copilot_endpoint)
+                deployment = self.deployment_for(model)
+                if deployment is not None:  # the path names the deployment: no body model
+                    endpoint, model_sent = deployment_url(endpoint, deployment), None
+                else:
+                    model_sent = model or settings.copilot_model
                 self._engines[key] = CopilotReasoningEngine(
                     self.auth(),
-                    endpoint=str(settings.copilot_endpoint),
+                    endpoint=endpoint,
                     user_id=user,
-                    model=model or settings.copilot_model,
+                    model=model_sent,
                     http_client=self._http_client(),
                     journal_content=settings.journal_content,
                 )
@@ -281,18 +345,37 @@ class CopilotSession:
         if http is not None:
             await http.aclose()
 
-    def reset_core(self) -> None:
-        """Close the engines, auth manager, HTTP client and store (they are rebuilt on use)."""
-        if self._engines or self._auth is not None or self._http is not None:
-            self.runner.run(self._aclose_core())
-        store, self._store = self._store, None
-        if store is not None:
-            store.close()
+    def reset_core(self, *, timeout: float | None = None) -> None:
+        """Close the engines, auth manager, HTTP client and store (they are rebuilt on use).
+
+        Args:
+            timeout: Seconds to wait for the connections to close; ``None`` waits for ever.
+
+        Raises:
+            TimeoutError: they did not close in time (the closing was cancelled; the store is
+                closed anyway).
+        """
+        try:
+            if self._engines or self._auth is not None or self._http is not None:
+                self.runner.run(self._aclose_core(), timeout=timeout)
+        finally:
+            store, self._store = self._store, None
+            if store is not None:
+                store.close()
 
     def close(self) -> None:
-        """Close everything this session opened: core objects, sandbox, journal, loop thread."""
+        """Close everything this session opened: core objects, sandbox, journal, loop thread.
+
+        A core that does not close within ``close_timeout`` seconds is abandoned (a warning is
+        logged) rather than blocking the caller.
+        """
         try:
-            self.reset_core()
+            self.reset_core(timeout=self._close_timeout)
+        except TimeoutError:
+            logger.warning(
+                "closing the Copilot connections took more than %s s; abandoned",
+                self._close_timeout,
+            )
         finally:
             self.runner.stop()
             sandbox, self.sandbox = self.sandbox, None

@@ -63,6 +63,13 @@ class FakeEngine:
 
     async def _prelude(self, task: AITask) -> None:
         self.tasks.append(task)
+        try:
+            await self._work(task)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    async def _work(self, task: AITask) -> None:
         for retry in self.retries:
             context = {
                 "attempt": 1,
@@ -78,11 +85,7 @@ class FakeEngine:
             log_with_context(_log, logging.WARNING, event, user_id=user, op_id="op1", **context)
             await asyncio.sleep(0.12)
         if self.block:
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                self.cancelled = True
-                raise
+            await asyncio.Event().wait()
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.error is not None:

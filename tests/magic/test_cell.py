@@ -19,6 +19,7 @@ from saga_magic.core.errors import (
 from saga_magic.core.types import AIResult
 from saga_magic.magic import cell as cell_module
 from saga_magic.magic.failure import CopilotError, CopilotInterrupted
+from saga_magic.magic.options import CellOptions
 
 
 def test_streams_markdown_and_stores_the_result(harness: Harness) -> None:
@@ -152,7 +153,7 @@ def test_retry_progress_line_is_shown_then_cleared(harness: Harness) -> None:
         ),
         (
             RateLimitError("throttled", retry_after=60.0, attempts=6),
-            "rate limited after 6 attempts; retry after 60 s (at ",
+            "rate limited after 6 attempts; retry after 1 min (at ",
         ),
         (
             TransientError("server error 503", attempts=6),
@@ -289,3 +290,129 @@ def test_fake_engine_double_is_closed_on_unload(harness: Harness) -> None:
     engine: FakeEngine = harness.engine()
     harness.session.reset_core()
     assert engine.closed
+
+
+def test_option_lines_are_not_expanded_by_ipython(harness: Harness) -> None:
+    harness.shell.user_ns["persona"] = "pirate"
+    result, captured = harness.run("%%copilot -o {'ans'+'wer2'}\nhi")
+    assert not result.success  # the braces reach the option parser as typed
+    assert "-o/--output needs a Python variable name" in captured.stdout + captured.stderr
+    assert "answer2" not in harness.shell.user_ns
+    result, _ = harness.run('%%copilot --system "speak like a $persona, cost in {1+1} $"\nhi')
+    assert result.success
+    assert harness.engine().tasks[0].system_prompt == "speak like a $persona, cost in {1+1} $"
+    result, captured = harness.run("%copilot reset --user $persona")
+    assert "conversation reset for '$persona'" in captured.stdout
+
+
+def test_inserted_variables_are_noted_on_stderr(harness: Harness) -> None:
+    harness.shell.user_ns.update(token="s3cr3t", city="Lyon")
+    first, _ = harness.run("1 + 1")
+    n = first.execution_count
+    result, captured = harness.run(
+        f'%%copilot\ncall with f"Bearer {{token}}" in {{city}}, {{city}} again; {{In[{n}]}}'
+    )
+    assert result.success
+    assert captured.stderr == f"note: inserted {{token}}, {{city}}, {{In[{n}]}}\n"
+    assert "s3cr3t" in harness.engine().tasks[0].prompt  # substitution is kept, but never silent
+    result, captured = harness.run("%%copilot\nno braces here")
+    assert captured.stderr == ""
+
+
+def test_in_references_send_the_cell_as_typed(harness: Harness) -> None:
+    first, _ = harness.run("%%copilot\nfirst question")
+    result, _ = harness.run(f"%%copilot\nwhat did {{In[{first.execution_count}]}} ask?")
+    assert result.success
+    assert harness.engine().tasks[-1].prompt == "what did %%copilot\nfirst question ask?"
+
+
+def test_a_variable_that_cannot_be_inserted_is_one_line(harness: Harness) -> None:
+    class Broken:
+        def __str__(self) -> str:
+            raise ValueError("boom")
+
+    harness.shell.user_ns["b"] = Broken()
+    result, captured = harness.run("%%copilot\nlook at {b}")
+    assert isinstance(result.error_in_exec, CopilotError)
+    assert plain(captured.stdout).strip() == "CopilotError: cannot insert {b}: ValueError: boom"
+    assert harness.engines == {}
+
+
+def test_cell_help_is_printed_not_an_error(harness: Harness) -> None:
+    for flag in ("--help", "-h", "--user bob --help"):
+        result, captured = harness.run(f"%%copilot {flag}\nignored")
+        assert result.success
+        out = plain(captured.stdout)
+        assert out.startswith("  %%copilot [--user USER] [--model MODEL]")
+        assert "::" not in out
+        assert "--no-stream" in out
+    assert harness.engines == {}
+
+
+def test_failures_before_the_request_are_recorded_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from saga_magic.magic import failure as failure_module
+
+    calls: list[object] = []
+    real = failure_module.describe_error
+
+    def counting(error: BaseException, **kwargs: Any) -> str | None:
+        calls.append(error)
+        return real(error, **kwargs)
+
+    monkeypatch.setattr(failure_module, "describe_error", counting)
+    monkeypatch.setenv("ARC_SAGA_COPILOT_ENDPOINT", "http://example.com/chat/completions")
+    result, _ = harness.run("%%copilot\nhi")
+    assert isinstance(result.error_in_exec, CopilotError)
+    assert len(calls) == 1  # described once, not again by the magic
+    last = harness.session.last
+    assert last is not None
+    assert last.error is not None
+    assert last.error.startswith("configuration: ARC_SAGA_COPILOT_ENDPOINT uses plain http://")
+
+
+def test_a_display_failure_cancels_the_request(harness: Harness) -> None:
+    harness.configure = lambda e: (setattr(e, "retries", [{}]), setattr(e, "block", True))
+
+    def broken_display(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("front end gone")
+
+    with pytest.raises(RuntimeError, match="front end gone"):
+        cell_module.run_cell(
+            harness.session,
+            harness.shell.user_ns,
+            CellOptions(),
+            "hi",
+            display=broken_display,
+            warn=lambda line: None,
+        )
+    engine = harness.engine()
+    assert engine.cancelled  # the request did not outlive the cell
+
+
+def test_a_second_interrupt_during_the_cleanup_is_still_one_line(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from saga_magic.magic.runner import Job
+
+    def interrupted_wait(job: Any, *args: Any) -> None:
+        while not harness.engines or not harness.engine().tasks:
+            job.wait(0.01)
+        raise KeyboardInterrupt
+
+    real_cancel = Job.cancel
+
+    def impatient_cancel(self: Job[Any], *, wait: float = 2.0) -> bool:
+        real_cancel(self, wait=0)
+        raise KeyboardInterrupt  # Ctrl-C again while waiting for the cleanup
+
+    harness.configure = lambda e: setattr(e, "block", True)
+    monkeypatch.setattr(cell_module, "_wait", interrupted_wait)
+    monkeypatch.setattr(Job, "cancel", impatient_cancel)
+    result, captured = harness.run("%%copilot\nwait")
+    monkeypatch.setattr(Job, "cancel", real_cancel)
+    assert isinstance(result.error_in_exec, CopilotInterrupted)
+    assert plain(captured.stdout).strip() == (
+        "KeyboardInterrupt: interrupted: the request was cancelled; the kernel is ready"
+    )

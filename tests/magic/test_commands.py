@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,14 @@ def test_sandbox_then_ask_streams_the_echo(sandboxed: Harness, isolated_env: Pat
     assert answer.response_text == "weather in Lyon"
     assert answer.attempts == 1
     assert texts(captured)[-1] == "weather in Lyon"
-    assert captured.stderr == ""
+    assert captured.stderr == "note: inserted {city}\n"  # substitution is never silent
     status = _out(sandboxed, "%copilot status")
     assert "(sandbox)" in status
     assert "* default  valid" in status
     assert "expires in" in status
     assert "last request:" in status
     assert "1 attempt(s)" in status
-    assert "conversation: 1 of 20 turns kept for 'default'" in status
+    assert "conversation: 1 of 20 turns kept for 'default' (30 of 100000 characters)" in status
 
 
 def test_sandbox_output_and_its_options(live: Harness) -> None:
@@ -57,7 +58,10 @@ def test_sandbox_output_and_its_options(live: Harness) -> None:
     assert "scripts and recorded requests cleared" in _out(live, "%copilot sandbox --reset")
     assert live.session.sandbox.pending("chat") == {}
     out = _out(live, "%copilot sandbox --script chat no_such_fault", ok=False)
-    assert out.startswith("CopilotError: bad sandbox script")
+    assert out.startswith("CopilotError: unknown chat fault 'no_such_fault'")
+    out = _out(live, "%copilot sandbox --script chat 429:retry_afte=1", ok=False)
+    assert out.startswith("CopilotError: bad sandbox script: fault '429' has no parameter")
+    assert out.strip().endswith("-> %copilot help sandbox lists the faults")
     out = _out(live, "%copilot sandbox --script chat", ok=False)
     assert "needs an endpoint then faults" in out
     assert "stopped; settings restored" in _out(live, "%copilot sandbox --stop")
@@ -137,16 +141,19 @@ def test_log_config_memory_reset_help(sandboxed: Harness, monkeypatch: pytest.Mo
     log = _out(sandboxed, "%copilot log -n 3")
     assert len(log.strip().splitlines()) == 3
     assert "copilot_auth_failed user=bob" in log
-    assert _out(sandboxed, "%copilot log -n 0").strip() == "no events yet in this kernel"
     config = _out(sandboxed, "%copilot config")
     assert "copilot_endpoint = http://127.0.0.1:" in config
     assert "client_secret    = (not set)" in config
     assert "(sandbox:" in config
     memory = _out(sandboxed, "%copilot memory --turns 5")
-    assert "keeping at most 5 turns per user" in memory
-    assert "default: 1 turns" in memory
+    assert "keeping at most 5 turns and 100000 characters per user" in memory
+    assert "default: 1 turns, 6 characters" in memory
     assert "--turns must be 0 or more" in _out(sandboxed, "%copilot memory --turns -1", ok=False)
+    assert "--chars must be 0 or more" in _out(sandboxed, "%copilot memory --chars -1", ok=False)
     assert "(1 turns forgotten)" in _out(sandboxed, "%copilot reset")
+    _out(sandboxed, "%%copilot\nthree")
+    assert "5 turns and 4 characters per user" in _out(sandboxed, "%copilot memory --chars 4")
+    assert "no conversation yet" in _out(sandboxed, "%copilot memory --chars 100000")
     assert "no conversation yet" in _out(sandboxed, "%copilot memory")
     assert "every user (0 turns forgotten)" in _out(sandboxed, "%copilot reset --all")
     assert "conversation reset for 'bob'" in _out(sandboxed, "%copilot reset --user bob")
@@ -167,10 +174,14 @@ def test_config_masks_secrets(live: Harness, monkeypatch: pytest.MonkeyPatch) ->
     out = _out(live, "%copilot config")
     assert key not in out
     assert "super-secret-value-123" not in out
-    assert "client_secret    = su****23" in out
+    assert "client_secret    = set" in out  # never a character of it (not "su****23")
+    assert "encryption_key   = set" in out
     status = _out(live, "%copilot status")
     assert "endpoint: not set (ARC_SAGA_COPILOT_ENDPOINT)" in status
-    assert "no token stored; run %copilot login" in status
+    assert (
+        "no token stored; set AZURE_TENANT_ID and AZURE_CLIENT_ID (then %copilot login), "
+        "or try the local emulator with %copilot sandbox"
+    ) in status
     assert "last request: none yet" in status
 
 
@@ -222,3 +233,139 @@ def test_generic_interrupt_of_a_subcommand(live: Harness) -> None:
     assert isinstance(result.error_in_exec, CopilotInterrupted)
     assert "KeyboardInterrupt: %copilot status interrupted" in plain(captured.stdout)
     assert not isinstance(result.error_in_exec, CopilotError)
+
+
+def test_model_names_the_deployment_of_an_azure_url(sandboxed: Harness) -> None:
+    result, captured = sandboxed.run("%%copilot --model o4-mini\nwho answers?")
+    assert result.success, captured.stdout
+    sandbox = sandboxed.session.sandbox
+    assert len(sandbox.requests("chat", deployment="o4-mini")) == 1
+    assert sandbox.requests("chat", deployment="gpt-4o") == []
+    assert sandboxed.shell.user_ns["_copilot"].response_text == "who answers?"
+    out = _out(sandboxed, "%%copilot --model nope\nhi", ok=False).strip()
+    assert out.startswith(
+        "CopilotError: configuration: deployment 'nope' (from --model) was not found: "
+    )
+    assert out.endswith(
+        "-> check the --model name (a deployment of this resource), or drop --model"
+    )
+    assert "\n" not in out
+    assert "failed: configuration: deployment 'nope'" in _out(sandboxed, "%copilot status")
+    assert "1 attempt(s)" not in _out(sandboxed, "%copilot status")
+
+
+def test_a_failed_sandbox_start_leaves_nothing_behind(
+    live: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from saga_magic.sandbox.sandbox import Sandbox
+
+    started: list[Sandbox] = []
+    real_start = Sandbox.start
+
+    def start(self: Sandbox) -> Sandbox:
+        started.append(self)
+        return real_start(self)
+
+    def broken_issue(self: Sandbox, **_: object) -> dict[str, object]:
+        raise RuntimeError("cannot issue")
+
+    monkeypatch.setattr(Sandbox, "start", start)
+    monkeypatch.setattr(Sandbox, "issue_tokens", broken_issue)
+    result, _ = live.run("%copilot sandbox")
+    assert isinstance(result.error_in_exec, RuntimeError)
+    assert live.session.sandbox is None
+    assert live.session.base_settings is None
+    assert live.session.settings.copilot_endpoint is None  # the environment's settings are back
+    assert len(started) == 1
+    assert not started[0].running  # the half-started emulator was stopped
+    monkeypatch.undo()
+    assert "emulator running" in _out(live, "%copilot sandbox")  # and a retry works
+
+
+def test_sandbox_ignores_a_broken_encryption_key_and_restarts_clean(
+    live: Harness, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    monkeypatch.setenv("ARC_SAGA_TOKEN_ENCRYPTION_KEY", "not-a-fernet-key")
+    assert "signed in 'default'" in _out(live, "%copilot sandbox")
+    assert live.session.settings.encryption_key not in (None, "not-a-fernet-key")
+    _out(live, "%%copilot\nfirst")
+    _out(live, "%copilot sandbox --stop")
+    assert (isolated_env / "sandbox_tokens.db").exists()
+    # another sandbox, another key: the old demo store is replaced, not unreadable
+    assert "signed in 'default'" in _out(live, "%copilot sandbox")
+    assert live.shell.run_cell("%%copilot\nsecond").success
+
+
+def test_sandbox_stop_stops_the_emulator_even_if_closing_fails(
+    sandboxed: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = sandboxed.session
+    sandbox = session.sandbox
+    _out(sandboxed, "%%copilot\nbuild the core objects")
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("close failed")
+
+    monkeypatch.setattr(session, "reset_core", broken)
+    result, _ = sandboxed.run("%copilot sandbox --stop")
+    assert isinstance(result.error_in_exec, RuntimeError)
+    assert not sandbox.running
+    assert session.sandbox is None
+    assert session.settings.copilot_endpoint is None
+    monkeypatch.undo()
+
+
+def test_unknown_faults_get_close_matches(sandboxed: Harness) -> None:
+    out = _out(sandboxed, "%copilot sandbox --script chat 429_quot", ok=False).strip()
+    assert out.startswith("CopilotError: unknown chat fault '429_quot'; did you mean 429_quota")
+    assert out.endswith("-> %copilot help sandbox lists the faults")
+    out = _out(sandboxed, "%copilot sandbox --script chat zzzzzz", ok=False).strip()
+    assert out == (
+        "CopilotError: unknown chat fault 'zzzzzz'; -> %copilot help sandbox lists the faults"
+    )
+    out = _out(sandboxed, "%copilot sandbox --script chaat ok", ok=False).strip()
+    assert out == (
+        "CopilotError: unknown sandbox endpoint 'chaat'; did you mean 'chat'? "
+        "one of chat, devicecode, token"
+    )
+    out = _out(sandboxed, "%copilot sandbox --script bogus ok", ok=False).strip()
+    assert out == "CopilotError: unknown sandbox endpoint 'bogus'; one of chat, devicecode, token"
+    assert sandboxed.session.sandbox.pending("chat") == {}
+    help_text = _out(sandboxed, "%copilot help sandbox")
+    assert help_text.startswith("  %copilot sandbox [--script ITEM [ITEM ...]]")
+    assert "::" not in help_text
+    assert "  chat: 400_context, " in help_text
+    assert "  token: " in help_text
+
+
+def test_log_filters_formats_and_validates(sandboxed: Harness) -> None:
+    _out(sandboxed, "%copilot sandbox --script chat 429:retry_after=1 ok")
+    _out(sandboxed, "%%copilot\nretry me")
+    retries = _out(sandboxed, "%copilot log -n 5 --event retry").strip().splitlines()
+    assert len(retries) == 1
+    line = retries[0]
+    assert " WARNING copilot_retry user=default " in line
+    assert "reason=429" in line
+    assert re.search(r"next_attempt_at=\d\d:\d\d:\d\d", line)  # a local time, not a float
+    assert "=None" not in line
+    assert len(line) <= 160
+    assert "no 'nothing_like_this' events yet" in _out(
+        sandboxed, "%copilot log --event nothing_like_this"
+    )
+    for bad in ("0", "-1"):
+        result, captured = sandboxed.run(f"%copilot log -n {bad}")
+        assert not result.success
+        assert f"UsageError: -n must be 1 or more, got {bad}" in plain(
+            captured.stdout + captured.stderr
+        )
+
+
+def test_every_subcommand_but_help_starts_the_journal(live: Harness) -> None:
+    from saga_magic.core import events
+
+    _out(live, "%copilot help")
+    assert events.get_journal() is None
+    assert live.session._journal is None
+    _out(live, "%copilot memory")
+    assert events.get_journal() is live.session._journal is not None
+    assert "installs the event journal" in _out(live, "%copilot help")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from saga_magic.core.types import AIProvider, AIResult, TokenUsage
+from saga_magic.magic.failure import CopilotError
 from saga_magic.magic.interpolate import ErrorLog, interpolate
 
 
@@ -138,3 +139,29 @@ def test_error_log_records_post_run_cell_results() -> None:
 )
 def test_doubled_braces_escape_only_when_both_sides(template: str, expected: str) -> None:
     assert interpolate(template, _ns()).text == expected
+
+
+def test_unicode_identifiers_are_names_too() -> None:
+    ns = {"naïve": "yes", "café": 3, "名前": "Ada", "x1": 1}
+    result = interpolate("{naïve} {café} {名前} {x1} {1x} {a-b} {é.x}", ns)
+    assert result.text == "yes 3 Ada 1 {1x} {a-b} {é.x}"
+    assert result.replaced == ("naïve", "café", "名前", "x1")
+
+
+def test_a_value_whose_str_raises_is_one_line() -> None:
+    class Broken:
+        def __str__(self) -> str:
+            raise ValueError("boom")
+
+    with pytest.raises(CopilotError) as caught:
+        interpolate("look at {b}", {"b": Broken()})
+    assert caught.value.line == "cannot insert {b}: ValueError: boom"
+    with pytest.raises(CopilotError, match=r"cannot insert \{Out\[2\]\}: ValueError: boom"):
+        interpolate("{Out[2]}", {"Out": {2: Broken()}})
+
+
+def test_in_uses_the_raw_inputs_when_given() -> None:
+    ns = {"In": ["", "get_ipython().run_line_magic('time', 'x = 1')"]}
+    assert interpolate("{In[1]}", ns).text == "get_ipython().run_line_magic('time', 'x = 1')"
+    assert interpolate("{In[1]}", ns, inputs=["", "%time x = 1"]).text == "%time x = 1"
+    assert interpolate("{In[2]}", ns, inputs=["", "%time x = 1"]).missing == ("In[2]",)

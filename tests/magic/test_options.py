@@ -11,10 +11,12 @@ from saga_magic.magic.options import (
     SUBCOMMANDS,
     CellOptions,
     cell_arguments,
+    cell_help,
     parse_cell_options,
     parse_subcommand,
     subcommand_help,
     usage_lines,
+    wants_help,
 )
 from saga_magic.magics import CopilotMagics
 
@@ -164,3 +166,20 @@ def test_parse_subcommand(line: str, name: str, attrs: dict[str, object]) -> Non
 def test_bad_subcommands(line: str, fragment: str) -> None:
     with pytest.raises(UsageError, match=fragment):
         parse_subcommand(line)
+
+
+def test_help_texts_have_no_rst_marker_and_cell_help_is_detected() -> None:
+    for name in SUBCOMMANDS:
+        assert not subcommand_help(name).startswith("::")
+    assert wants_help("--help")
+    assert wants_help("--user bob -h")
+    assert not wants_help("--user bob")
+    text = cell_help(CopilotMagics.copilot_cell)
+    assert text.startswith("  %%copilot [--user USER]")
+    assert "deployments URL it replaces the URL's deployment" in " ".join(text.split())
+
+
+def test_new_subcommand_options() -> None:
+    assert parse_subcommand("memory --chars 500")[1].chars == 500
+    assert parse_subcommand("log --event retry -n 3")[1].event == "retry"
+    assert parse_subcommand("log")[1].event is None

@@ -138,3 +138,39 @@ def test_cancel_after_the_loop_closed() -> None:
     loop.close()
     assert job.cancel(wait=0.01) is False
     coro.close()
+
+
+def test_a_second_interrupt_stops_the_cleanup_wait(loop_thread: LoopThread) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    async def slow_cleanup() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.to_thread(release.wait, 5)  # a cleanup that takes a while
+
+    handle = loop_thread.submit(slow_cleanup())
+    assert started.wait(2)
+
+    class Impatient:
+        """A finished-event whose wait is cut short by Ctrl-C (the second interrupt)."""
+
+        def __init__(self, real: threading.Event) -> None:
+            self.real = real
+
+        def wait(self, timeout: float | None = None) -> bool:
+            raise KeyboardInterrupt
+
+        def is_set(self) -> bool:
+            return self.real.is_set()
+
+    real = handle._finished
+    handle._finished = Impatient(real)  # type: ignore[assignment]
+    assert handle.cancel(wait=5.0) is False  # no KeyboardInterrupt escapes from the cleanup
+    handle._finished = real
+    release.set()
+    assert handle.wait(5)
+    with pytest.raises(concurrent.futures.CancelledError):
+        handle.result()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from saga_magic.core.config import Settings
 from saga_magic.core.events import Event
 from saga_magic.core.types import TokenInfo
 from saga_magic.magic.commands import _token_line, format_duration, format_event
-from saga_magic.magic.session import CopilotSession
+from saga_magic.magic.session import CopilotSession, deployment_url
+from saga_magic.magic.timefmt import moment
 from saga_magic.magics import load_ipython_extension, unload_ipython_extension
 
 
@@ -154,3 +156,87 @@ def test_unload_leaves_a_foreign_copilot_magic_alone(shell: InteractiveShell) ->
     assert shell.magics_manager.magics["line"]["copilot"] is other
     assert "copilot" not in shell.magics_manager.magics["cell"]
     del shell.magics_manager.magics["line"]["copilot"]
+
+
+def test_format_event_is_compact() -> None:
+    event = Event(
+        ts=1_700_000_000.5,
+        level="INFO",
+        event="token_stored",
+        user_id=None,
+        op_id=None,
+        pid=1,
+        context={
+            "expires_at": 1_700_003_600.0,
+            "hint": None,
+            "wait_s": 2.0,
+            "latency_ms": 12.3456,
+            "scopes": ["a", "b"],
+            "request_id": "0123456789abcdef-long",
+            "ok": True,
+        },
+    )
+    line = format_event(event)
+    at = time.strftime("%H:%M:%S", time.localtime(1_700_003_600.0))
+    assert line.endswith(
+        f"INFO    token_stored expires_at={at} wait_s=2 latency_ms=12.346 "
+        'scopes=["a","b"] request_id=01234567 ok=True'
+    )
+    assert "hint" not in line
+    long = Event(
+        ts=0.0, level="INFO", event="x", user_id=None, op_id=None, pid=1, context={"m": "y" * 300}
+    )
+    assert len(format_event(long)) == 160
+    assert format_event(long).endswith("\N{HORIZONTAL ELLIPSIS}")
+
+
+def test_deployment_url_and_deployment_for(tmp_path: Path) -> None:
+    url = "https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=1"
+    assert deployment_url(url, "o4 mini/x") == (
+        "https://r.openai.azure.com/openai/deployments/o4%20mini%2Fx/chat/completions?api-version=1"
+    )
+    v1 = "https://r.openai.azure.com/openai/v1/chat/completions"
+    assert deployment_url(v1, "o4-mini") == v1
+    home = {"ARC_SAGA_HOME": str(tmp_path)}
+    for endpoint, model, expected in [
+        (url, "o4-mini", "o4-mini"),
+        (url, None, None),
+        (v1, "o4-mini", None),
+        (None, "o4-mini", None),
+    ]:
+        env = dict(home, ARC_SAGA_COPILOT_ENDPOINT=endpoint) if endpoint else home
+        session = CopilotSession(settings_factory=lambda env=env: Settings.from_env(env))
+        assert session.deployment_for(model) == expected
+        session.close()
+
+
+def test_explicit_observe_is_idempotent(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ARC_SAGA_HOME": str(tmp_path)})
+    session = CopilotSession(settings_factory=lambda: settings)
+    assert session.observe() is settings
+    journal = session._journal
+    assert session.observe() is settings
+    assert session._journal is journal
+    session.close()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (42.2, "43 s"),
+        (60, "1 min"),
+        (61, "2 min"),
+        (3601, "1 h 1 min"),
+        (86_400, "24 h"),
+        (47 * 3600 + 1, "47 h 1 min"),
+        (48 * 3600 + 1, "2 d 1 h"),
+    ],
+)
+def test_format_duration_rounding_up(seconds: float, text: str) -> None:
+    assert format_duration(seconds, round_up=True) == text
+
+
+def test_moment_adds_the_date_when_not_today() -> None:
+    now = time.mktime((2025, 6, 4, 12, 0, 0, 0, 0, -1))
+    assert moment(now + 60, now=now) == "12:01:00"
+    assert moment(now + 86_400, now=now) == "2025-06-05 12:00"

@@ -76,12 +76,19 @@ def test_quickstart_runs_on_a_real_kernel(tmp_path: Path, monkeypatch: pytest.Mo
     )
     assert answer[-1]["data"]["text/plain"] == answer[-1]["data"]["text/markdown"]
 
+    asked = _cell(nb, "%%copilot -o answer")
+    assert "note: inserted {city}" in _text(asked)  # substitution is never silent
     interpolated = _text(_cell(nb, "print(answer.response_text)"))
     assert 'What is the weather in Lyon? Reply as {"city": "...", "sky": "..."}' in interpolated
 
     assert "attempts: 2" in _text(_cell(nb, 'print("attempts:"'))
     retried = _cell(nb, "%%copilot\nThis question meets a busy server first.")
     assert "This question meets a busy server first." in _text(retried)
+    retries = _text(_cell(nb, "%copilot log -n 5 --event retry")).strip().splitlines()
+    assert len(retries) == 1  # the 429 was ridden out by one retry, and the log proves it
+    assert " WARNING copilot_retry user=default " in retries[0]
+    assert "reason=429" in retries[0]
+    assert "login" in _cell(nb, "Sign in with the device-code flow").source  # explained
     status = _text(_cell(nb, "%copilot status"))
     assert "2 attempt(s)" in status
     assert "(sandbox)" in status
@@ -92,8 +99,11 @@ def test_quickstart_runs_on_a_real_kernel(tmp_path: Path, monkeypatch: pytest.Mo
     assert errors[0]["ename"] == "CopilotError"
     assert len(errors[0]["traceback"]) == 1
     assert errors[0]["traceback"][0].startswith("CopilotError: request rejected: ")
+    assert errors[0]["traceback"][0].endswith(
+        "-> shorten the prompt, or start over with --new (or %copilot reset)"
+    )
 
-    log = _text(_cell(nb, "%copilot log -n"))
+    log = _text(_cell(nb, "%copilot log -n 4"))
     assert "copilot_error" in log
 
     assert (home / "journal.db").exists()
