@@ -30,7 +30,7 @@ Errors carry status, OAuth ``error`` (``code``), AADSTS ``error_codes``, ``reque
 its form) on ``__cause__`` or ``__context__``. After :meth:`EntraClient.close` every call raises
 ``ArcSagaException(code="closed")``. Messages are built from the ``error`` name and the first
 line of ``error_description`` only, with every secret of the request scrubbed and the rest passed
-through :func:`~saga_magic.core.events.redact`.
+through :func:`~saga_magic.core.events.safe_text`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from .errors import (
     RequestTimeoutError,
     TransientError,
 )
-from .events import REDACTED, redact, register_secret
+from .events import register_secret, safe_text
 from .jwt import finite_float
 from .retry import Clock, parse_retry_after
 
@@ -444,10 +444,7 @@ class EntraClient:
         raise failure
 
     def _safe(self, text: str, secrets: tuple[str, ...]) -> str:
-        for secret in (*secrets, self._client_secret):
-            if secret:
-                text = text.replace(secret, REDACTED)
-        return str(redact(text))
+        return safe_text(text, secrets=(*secrets, self._client_secret))
 
     def _grant(
         self, response: httpx.Response, *, sent_at: float, sent_refresh_token: str | None
