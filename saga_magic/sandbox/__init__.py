@@ -26,17 +26,22 @@ Endpoints (``{tenant}`` = :attr:`Sandbox.tenant_id`, its domain, ``common``, ``o
 * ``GET /{tenant}/v2.0/.well-known/openid-configuration``, ``GET /common/discovery/instance``.
 * ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``,
   ``POST /openai/v1/chat/completions``, ``POST /v1/chat/completions`` (streaming or not).
-* ``GET|POST /devicelogin``: a page to approve a device login by hand.
-* ``/_sandbox/...``: the control plane (scripts, request log, reset, admin and device hooks);
-  see :mod:`saga_magic.sandbox.control`.
+* ``GET|POST /devicelogin``: a page to approve a device login by hand. The devicecode answer's
+  ``verification_uri`` is this page of the sandbox itself (``{base}/devicelogin``), not
+  ``https://microsoft.com/devicelogin``, so a person following the printed instructions reaches
+  the emulator.
+* ``/_sandbox/...``: the control plane (scripts, request log, reset, admin and device hooks) for
+  local programs only (no ``Origin``, a loopback ``Host``, JSON bodies); see
+  :mod:`saga_magic.sandbox.control`.
 
 Python API (all on :class:`Sandbox`):
 
 * lifecycle: ``start()``, ``stop()``, ``with``/``async with``; ``base_url``, ``authority_host``,
   ``tenant_id``, ``client_id``, ``token_endpoint``, ``devicecode_endpoint``, ``chat_endpoint``,
-  ``chat_url(deployment, shape=)``, ``env()``, ``api_key``.
+  ``chat_url(deployment, shape=)``, ``env()``, ``api_key`` (the addresses raise once stopped).
 * scripts and log: ``script(endpoint, outcomes, deployment=, replace=)``, ``pending()``,
-  ``requests(endpoint, deployment=)`` (:class:`RecordedRequest`, secrets as :func:`fingerprint`),
+  ``requests(endpoint, deployment=)`` (:class:`RecordedRequest`: secrets in headers, query and
+  body as :func:`fingerprint`, bodies cut at 64 KB, the status and how the answer was delivered),
   ``post_count(endpoint)``, ``reset()``.
 * Entra hooks: ``issue_tokens(user, scope=, opaque=, expires_in=)``, ``revoke_user``,
   ``age_refresh_tokens``, ``require_mfa``, ``expire_client_secret``, ``revoke_client_secret``,
@@ -52,6 +57,9 @@ consumed one per request, or applied to one request with the header
 ``"slow_headers:0.2"``, ``"loop_detect:3/10"``, ``{"fault": "500_json", "delay_ms": 50}``; every
 fault takes ``delay_ms``. Bare status codes are aliases (chat ``500`` = ``500_json``, ``503`` =
 ``503_json`` with ``retry-after: 1``; token ``429`` = ``token_429``, ``5xx`` = ``token_5xx_json``).
+A value with a comma (a literal HTTP-date) needs the mapping form. Token-endpoint faults of one
+grant wait for a request of that grant (:mod:`saga_magic.sandbox.entra`); stream requests get the
+body-shaping variants in stream form (:func:`saga_magic.sandbox.stream.sse_events`).
 """
 
 from __future__ import annotations

@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave device logins pending until approved at /devicelogin",
     )
     parser.add_argument(
+        "--enforce-poll-interval",
+        action="store_true",
+        help="answer slow_down to device-code polls that come sooner than the interval",
+    )
+    parser.add_argument(
         "--token-lifetime",
         type=int,
         default=None,
@@ -85,6 +90,7 @@ def main(
             tenant_id=args.tenant_id,
             client_id=args.client_id,
             auto_approve=args.auto_approve,
+            enforce_poll_interval=args.enforce_poll_interval,
             token_lifetime=args.token_lifetime,
             stream_chunk_delay=args.stream_delay,
         ).start()

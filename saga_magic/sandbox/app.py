@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from . import control, entra
 from .chat import handle_chat, match_chat_route
-from .common import json_reply
+from .common import conclude, json_reply, record_request
 from .device import device_page
-from .faults import Outcome
-from .server import Reply, Request
+from .server import Ending, Reply, Request
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
 
 __all__ = ["Router"]
+
+_log = logging.getLogger(__name__)
 
 
 class Router:
@@ -28,7 +30,20 @@ class Router:
         self._sandbox = sandbox
 
     def __call__(self, request: Request) -> Reply:
-        """Answer one request."""
+        """Answer one request; a failure of the sandbox itself is answered (and logged) as 500."""
+        try:
+            return self._route(request)
+        except Exception as exc:
+            _log.exception("sandbox handler failed for %s %s", request.method, request.path)
+            self._sandbox.state.fail_open(f"{type(exc).__name__}: {exc}")
+            return Reply(
+                500,
+                [("content-type", "text/plain; charset=utf-8")],
+                b"sandbox internal error",
+                ending=Ending.CLOSE,
+            )
+
+    def _route(self, request: Request) -> Reply:
         state = self._sandbox.state
         path = request.path
         if path == "/_sandbox" or path.startswith("/_sandbox/"):
@@ -50,18 +65,9 @@ class Router:
             return entra.handle_discovery(state, request, tenant)
         if rest == ["discovery", "v2.0", "keys"]:
             return entra.handle_keys(state, request, tenant)
-        entry = state.record(
-            arrived=request.arrived,
-            method=request.method,
-            path=path,
-            query=request.query,
-            endpoint="other",
-            headers=request.headers,
-            body=request.body.decode("utf-8", "replace")[:2000],
-        )
+        entry = record_request(state, request, "other")
         if path.startswith("/openai/"):
             reply = json_reply(404, {"error": {"code": "404", "message": "Resource not found"}})
         else:
             reply = json_reply(404, {"statusCode": 404, "message": "Resource not found"})
-        state.finish(entry, outcome=Outcome("ok"), source=None, status=404)
-        return reply
+        return conclude(state, entry, reply)

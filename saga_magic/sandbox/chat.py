@@ -29,7 +29,7 @@ from urllib.parse import unquote
 
 from . import chat_errors as errors
 from .chat_errors import ErrorAnswer
-from .common import deliver, json_bytes, take_outcome
+from .common import conclude, deliver, json_bytes, record_request, take_outcome
 from .faults import CHAT, Outcome
 from .issuance import COGNITIVE_AUDIENCE
 from .server import Reply, Request
@@ -113,7 +113,7 @@ class _Chat:
         try:
             self.body = json.loads(request.body)
             self.json_ok = True
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
             self.json_ok = False
         self.fields: dict[str, object] = self.body if isinstance(self.body, dict) else {}
         model = self.fields.get("model")
@@ -184,9 +184,9 @@ class _Chat:
             key = headers.get("api-key")
             if key is None:
                 return errors.gateway(401, errors.GATEWAY_401)
-            return (
-                None if secrets.compare_digest(key, state.config.api_key) else errors.api_key_401()
-            )
+            expected = state.config.api_key  # "" accepts no key at all
+            good = bool(expected) and secrets.compare_digest(key.encode(), expected.encode())
+            return None if good else errors.api_key_401()
         scheme, _, token = authorization.partition(" ")
         with state.lock:
             record = state.access_tokens.get(token.strip())
@@ -359,27 +359,15 @@ class _Chat:
 def handle_chat(state: SandboxState, request: Request, route: ChatRoute) -> Reply:
     """Serve one chat completions request."""
     chat = _Chat(state, request, route)
-    entry = state.record(
-        arrived=request.arrived,
-        method=request.method,
-        path=request.path,
-        query=request.query,
-        endpoint=CHAT,
-        headers=request.headers,
-        body=chat.body if chat.json_ok else request.body.decode("utf-8", "replace")[:2000],
-        deployment=chat.deployment_name,
-    )
+    entry = record_request(state, request, CHAT, chat.deployment_name)
     if request.method != "POST" or (
         route.shape == "deployments"
         and not _API_VERSION.match(request.query.get("api-version", ""))
     ):
-        reply = chat.error(errors.path_not_found())
-        state.finish(entry, outcome=Outcome("ok"), source=None, status=reply.status)
-        return reply
+        return conclude(state, entry, chat.error(errors.path_not_found()))
     picked = take_outcome(state, request, CHAT, chat.deployment_name)
     if isinstance(picked, Reply):
-        state.finish(entry, outcome=Outcome("ok"), source=None, status=picked.status)
-        return picked
+        return conclude(state, entry, picked)
     outcome, source = picked
     deployment = state.deployments.get(chat.deployment_name or "")
     failure = errors.error_fault(

@@ -6,13 +6,14 @@ module adds the common response headers.
 
 from __future__ import annotations
 
-import email.utils
 import math
 from dataclasses import dataclass, field
 from typing import Final
 
 from .common import json_bytes
 from .faults import Outcome
+from .filters import prompt_violation_results
+from .timefmt import http_date
 
 __all__ = [
     "ErrorAnswer",
@@ -57,7 +58,7 @@ _TEXT_5XX: Final = {
     "reset reason: connection termination",
     504: "upstream request timeout",
 }
-_PHRASES: Final = {
+_GATEWAY_PHRASES: Final = {  # as Application Gateway (nginx) writes them, not RFC 9110's
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Temporarily Unavailable",
@@ -68,7 +69,6 @@ _HTML: Final = (
     "<center><h1>{status} {phrase}</h1></center>\r\n"
     "<hr><center>Microsoft-Azure-Application-Gateway/v2</center>\r\n</body>\r\n</html>\r\n"
 )
-_SEVERITY: Final = ("hate", "self_harm", "sexual", "violence")
 
 
 @dataclass
@@ -147,17 +147,6 @@ def context_length(window: int, tokens: int) -> ErrorAnswer:
     )
 
 
-def _filter_results(flagged: str) -> dict[str, object]:
-    results: dict[str, object] = {
-        name: {"filtered": name == flagged, "severity": "medium" if name == flagged else "safe"}
-        for name in _SEVERITY
-    }
-    results["jailbreak"] = {"filtered": flagged == "jailbreak", "detected": flagged == "jailbreak"}
-    if flagged not in results:
-        results[flagged] = {"filtered": True, "severity": "high"}
-    return dict(sorted(results.items()))
-
-
 def _fmt(value: float) -> str:
     number = float(value)
     return str(int(number)) if number.is_integer() else repr(number)
@@ -182,10 +171,6 @@ def _too_many(message: str, headers: list[tuple[str, str]]) -> ErrorAnswer:
     return answer
 
 
-def _http_date(now: float, seconds: float) -> str:
-    return email.utils.formatdate(now + seconds, usegmt=True)
-
-
 def _numeric(text: str | None, scale: float = 1.0) -> float | None:
     try:
         value = float(text) / scale if text is not None else None
@@ -203,7 +188,7 @@ def _generic_429(outcome: Outcome, api_version: str, now: float) -> ErrorAnswer:
     headers = [(name.replace("_", "-"), str(value)) for name, value in given.items()]
     if date is not None:
         headers = [h for h in headers if h[0] != "retry-after"] + [
-            ("retry-after", _http_date(now, date))
+            ("retry-after", http_date(now + date))
         ]
     said = outcome.optional_number("message_s")
     if said is None:
@@ -245,7 +230,7 @@ def _rate_limited(outcome: Outcome, api_version: str, now: float) -> ErrorAnswer
     if name == "429_http_date":
         seconds = outcome.number("seconds")
         return _too_many(
-            _tpm(api_version, math.ceil(seconds)), [("retry-after", _http_date(now, seconds))]
+            _tpm(api_version, math.ceil(seconds)), [("retry-after", http_date(now + seconds))]
         )
     if name == "429_no_header":
         return _too_many(
@@ -279,7 +264,7 @@ def _server_error(outcome: Outcome) -> ErrorAnswer:
     if body_kind == "json":
         answer = _error(status, _JSON_5XX[status])
     elif body_kind == "html":
-        page = _HTML.format(status=status, phrase=_PHRASES[status])
+        page = _HTML.format(status=status, phrase=_GATEWAY_PHRASES[status])
         answer = ErrorAnswer(status, page.encode("ascii"), "text/html")
     elif body_kind == "text":
         answer = ErrorAnswer(status, _TEXT_5XX[status].encode("ascii"), "text/plain")
@@ -321,7 +306,7 @@ def error_fault(
                 "status": 400,
                 "innererror": {
                     "code": "ResponsibleAIPolicyViolation",
-                    "content_filter_result": _filter_results(category),
+                    "content_filter_result": prompt_violation_results(category),
                 },
             },
         )

@@ -1,4 +1,5 @@
-"""Helpers shared by the endpoint modules: JSON and form bodies, outcome selection, delivery."""
+"""Helpers shared by the endpoint modules: JSON and form bodies, the request log, outcome
+selection, delivery."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import json
 from urllib.parse import parse_qsl
 
 from .faults import Outcome
+from .masking import mask_body
 from .server import Ending, Reply, Request
 from .state import RecordedRequest, SandboxState
 
 __all__ = [
     "basic_credentials",
+    "conclude",
     "deliver",
     "json_bytes",
     "json_reply",
     "parse_form",
+    "record_request",
     "take_outcome",
 ]
 
@@ -54,14 +58,44 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
     return (user, secret) if sep else None
 
 
-def take_outcome(
+def record_request(
     state: SandboxState, request: Request, endpoint: str, deployment: str | None = None
+) -> RecordedRequest:
+    """Log a request, secrets masked (:mod:`~saga_magic.sandbox.masking`): every endpoint's way
+    into the request log."""
+    return state.record(
+        arrived=request.arrived,
+        method=request.method,
+        path=request.path,
+        query=request.query,
+        endpoint=endpoint,
+        headers=request.headers,
+        body=mask_body(request.body, request.headers),
+        deployment=deployment,
+    )
+
+
+def take_outcome(
+    state: SandboxState,
+    request: Request,
+    endpoint: str,
+    deployment: str | None = None,
+    *,
+    grant: str | None = None,
 ) -> tuple[Outcome, str | None] | Reply:
     """Pick this attempt's outcome, or a 400 reply when ``x-sandbox-scenario`` is invalid."""
     try:
-        return state.take_outcome(endpoint, deployment, request.headers.get(SCENARIO_HEADER))
+        return state.take_outcome(
+            endpoint, deployment, request.headers.get(SCENARIO_HEADER), grant=grant
+        )
     except ValueError as exc:
         return json_reply(400, {"sandbox_error": str(exc)})
+
+
+def _planned_delivery(reply: Reply) -> str:
+    if not reply.send_head:
+        return "reset"
+    return {Ending.RESET: "reset_mid_body", Ending.STALL: "stalled"}.get(reply.ending, "complete")
 
 
 def deliver(
@@ -71,7 +105,11 @@ def deliver(
     source: str | None,
     reply: Reply,
 ) -> Reply:
-    """Apply the outcome's transport fault and delay to a reply and log the result."""
+    """Apply the outcome's transport fault and delay to a reply and log the result.
+
+    The log gets the status and the planned delivery now; the server reports a client that
+    leaves before the answer is complete through :attr:`Reply.on_client_gone`.
+    """
     name = outcome.fault
     if name in ("slow_headers", "token_slow"):
         reply.head_delay += outcome.number("seconds")
@@ -85,6 +123,17 @@ def deliver(
         reply.ending = Ending.RESET
     reply.head_delay += outcome.delay
     state.finish(
-        entry, outcome=outcome, source=source, status=reply.status if reply.send_head else None
+        entry,
+        outcome=outcome,
+        source=source,
+        status=reply.status if reply.send_head else None,
+        delivery=_planned_delivery(reply),
     )
+    seq = entry.seq
+    reply.on_client_gone = lambda head_sent: state.client_gone(seq, head_sent=head_sent)
     return reply
+
+
+def conclude(state: SandboxState, entry: RecordedRequest, reply: Reply) -> Reply:
+    """Log a reply that no scripted outcome shaped (outcome ``ok``) and return it."""
+    return deliver(state, entry, Outcome("ok"), None, reply)

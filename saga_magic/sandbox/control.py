@@ -20,14 +20,22 @@
 ==========================================  ===================================================
 
 Bad input answers 400 ``{"error": "..."}``; unknown routes 404; a missing device login 404.
+
+Only local programs may use it, not web pages a local browser happens to show: a request with an
+``Origin`` header (browsers send one with every cross-origin and every ``POST`` request) or with a
+``Host`` other than ``localhost``, ``127.x.x.x`` or ``[::1]`` (with any port; this stops DNS
+rebinding) answers 403, and a ``POST`` with a body must say ``content-type: application/json``
+(else 415; a bodiless ``POST`` may omit the header).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 from .common import json_reply
 from .faults import CATALOGUE, ENDPOINTS, fault_names
@@ -196,8 +204,40 @@ _ROUTES: Final[dict[tuple[str, str], Action]] = {
 }
 
 
+def _loopback_host(host: str) -> bool:
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
+    if name is None:
+        return False
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _refusal(request: Request) -> Reply | None:
+    """Refuse what a web page could send (CSRF, DNS rebinding); ``None`` when acceptable."""
+    if "origin" in request.headers:
+        return json_reply(403, {"error": "the control plane refuses requests with an Origin"})
+    if not _loopback_host(request.headers.get("host", "")):
+        return json_reply(403, {"error": "the control plane answers loopback Host names only"})
+    content_type = request.headers.get("content-type")
+    media = (content_type or "").split(";")[0].strip().lower()
+    bodiless = content_type is None and not request.body
+    if request.method == "POST" and media != "application/json" and not bodiless:
+        return json_reply(415, {"error": "the control plane takes application/json"})
+    return None
+
+
 def handle(sb: Sandbox, request: Request) -> Reply:
     """Answer a control-plane request."""
+    refused = _refusal(request)
+    if refused is not None:
+        return refused
     name = request.path.removeprefix("/_sandbox").strip("/")
     if not name:
         routes = sorted(f"{method} /_sandbox/{path}" for method, path in _ROUTES)

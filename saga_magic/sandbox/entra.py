@@ -6,15 +6,37 @@ Routes (``{tenant}`` = the sandbox tenant id, its domain, ``common`` or ``organi
 * ``GET /common/discovery/instance`` (MSAL instance discovery)
 * ``POST /{tenant}/oauth2/v2.0/devicecode``
 * ``POST /{tenant}/oauth2/v2.0/token`` (``refresh_token`` and device-code grants)
+
+A devicecode or token request takes its scripted outcome only once it passes the method and tenant
+checks (and, for the token endpoint, names a supported ``grant_type``): a ``GET`` probe, a wrong
+tenant or an unknown grant is answered normally, leaves the script alone and ignores
+``x-sandbox-scenario``. A token request takes the first queued outcome that applies to its grant
+(``device_*`` faults wait for a device-code poll, ``rt_*`` and ``mfa_required`` for a
+refresh-token grant; the ones passed over stay queued in order).
+
+Switch-like faults act beyond the request that consumes them: a scripted ``rt_reuse_strict`` makes
+the presenting user's superseded refresh tokens fail from then on (until
+:meth:`~saga_magic.sandbox.Sandbox.rt_reuse_strict` ``(False)`` or a reset), and a scripted
+``device_slow_down`` answers ``slow_down`` and enforces that login's ``interval`` from then on.
+A scripted ``loop_detect:N/W`` judges only the request that takes it (against every identical
+request seen before); :meth:`~saga_magic.sandbox.Sandbox.loop_detect` is the switch.
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
-from .common import basic_credentials, deliver, json_bytes, parse_form, take_outcome
+from .catalogue import DEVICE_GRANT, REFRESH_GRANT
+from .common import (
+    basic_credentials,
+    conclude,
+    deliver,
+    json_bytes,
+    parse_form,
+    record_request,
+    take_outcome,
+)
 from .device import approve, create_flow
 from .entra_errors import (
     bad_code,
@@ -28,11 +50,12 @@ from .entra_errors import (
     post_only,
     revoked,
     secret_error,
+    slow_down,
 )
 from .faults import DEVICECODE, TOKEN, Outcome
 from .issuance import issue_token_response, split_scopes
 from .server import Reply, Request
-from .state import DeviceState, RecordedRequest, SandboxState, SecretState, mask_form
+from .state import DeviceState, SandboxState, SecretState
 
 __all__ = [
     "DEVICE_CODE_GRANT",
@@ -45,8 +68,7 @@ __all__ = [
 
 DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
 _CLIENT_INFO_PREFIX: Final = "1"
-_LOOP_KEYS: Final = 10_000
-_LOOP_MEMORY: Final = 3600.0
+_GRANTS: Final = {"refresh_token": REFRESH_GRANT, DEVICE_CODE_GRANT: DEVICE_GRANT}
 
 
 def _tenant_known(state: SandboxState, tenant: str) -> bool:
@@ -59,26 +81,12 @@ def _tenant_known(state: SandboxState, tenant: str) -> bool:
     }
 
 
-def _record(state: SandboxState, request: Request, endpoint: str) -> RecordedRequest:
-    form = parse_form(request)
-    body: object = mask_form(form) if form else request.body.decode("utf-8", "replace")[:2000]
-    return state.record(
-        arrived=request.arrived,
-        method=request.method,
-        path=request.path,
-        query=request.query,
-        endpoint=endpoint,
-        headers=request.headers,
-        body=body,
-    )
-
-
 # discovery --------------------------------------------------------------------------------------
 
 
 def handle_discovery(state: SandboxState, request: Request, tenant: str) -> Reply:
     """Serve the OpenID Connect discovery document of a tenant."""
-    entry = _record(state, request, "discovery")
+    entry = record_request(state, request, "discovery")
     if not _tenant_known(state, tenant):
         reply = bad_tenant(state, request, tenant)
     else:
@@ -123,25 +131,23 @@ def handle_discovery(state: SandboxState, request: Request, tenant: str) -> Repl
                 "msgraph_host": "graph.microsoft.com",
             },
         )
-    state.finish(entry, outcome=Outcome("ok"), source=None, status=reply.status)
-    return reply
+    return conclude(state, entry, reply)
 
 
 def handle_keys(state: SandboxState, request: Request, tenant: str) -> Reply:
     """Serve an empty JWKS (sandbox tokens are not signed)."""
-    entry = _record(state, request, "discovery")
+    entry = record_request(state, request, "discovery")
     reply = (
         ok_reply(request, {"keys": []})
         if _tenant_known(state, tenant)
         else bad_tenant(state, request, tenant)
     )
-    state.finish(entry, outcome=Outcome("ok"), source=None, status=reply.status)
-    return reply
+    return conclude(state, entry, reply)
 
 
 def handle_instance_discovery(state: SandboxState, request: Request) -> Reply:
     """Serve MSAL instance discovery for the sandbox host."""
-    entry = _record(state, request, "discovery")
+    entry = record_request(state, request, "discovery")
     host = urlsplit(state.base_url).netloc
     path = urlsplit(request.query.get("authorization_endpoint", "")).path.strip("/")
     tenant = path.split("/")[0] or "common"
@@ -155,8 +161,7 @@ def handle_instance_discovery(state: SandboxState, request: Request) -> Reply:
             "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
         },
     )
-    state.finish(entry, outcome=Outcome("ok"), source=None, status=reply.status)
-    return reply
+    return conclude(state, entry, reply)
 
 
 def _client_id_error(state: SandboxState, request: Request, client_id: str) -> Reply | None:
@@ -205,11 +210,12 @@ def _client_error(state: SandboxState, request: Request, form: dict[str, str]) -
 
 def handle_devicecode(state: SandboxState, request: Request, tenant: str) -> Reply:
     """Serve ``/{tenant}/oauth2/v2.0/devicecode``."""
-    entry = _record(state, request, DEVICECODE)
+    entry = record_request(state, request, DEVICECODE)
+    if request.method != "POST" or not _tenant_known(state, tenant):
+        return conclude(state, entry, _devicecode(state, request, tenant, Outcome("ok")))
     picked = take_outcome(state, request, DEVICECODE)
     if isinstance(picked, Reply):
-        state.finish(entry, outcome=Outcome("ok"), source=None, status=picked.status)
-        return picked
+        return conclude(state, entry, picked)
     outcome, source = picked
     reply = entra_fault(state, request, outcome) or _devicecode(state, request, tenant, outcome)
     return deliver(state, entry, outcome, source, reply)
@@ -243,11 +249,14 @@ def _devicecode(state: SandboxState, request: Request, tenant: str, outcome: Out
 
 def handle_token(state: SandboxState, request: Request, tenant: str) -> Reply:
     """Serve ``/{tenant}/oauth2/v2.0/token``."""
-    entry = _record(state, request, TOKEN)
-    picked = take_outcome(state, request, TOKEN)
+    entry = record_request(state, request, TOKEN)
+    grant = _GRANTS.get(parse_form(request).get("grant_type", ""))
+    if request.method != "POST" or not _tenant_known(state, tenant) or grant is None:
+        with state.lock:
+            return conclude(state, entry, _token(state, request, tenant, Outcome("ok")))
+    picked = take_outcome(state, request, TOKEN, grant=grant)
     if isinstance(picked, Reply):
-        state.finish(entry, outcome=Outcome("ok"), source=None, status=picked.status)
-        return picked
+        return conclude(state, entry, picked)
     outcome, source = picked
     with state.lock:
         reply = entra_fault(state, request, outcome) or _token(state, request, tenant, outcome)
@@ -259,14 +268,8 @@ def _looped(state: SandboxState, form: dict[str, str], outcome: Outcome) -> bool
         rule: tuple[int, float] | None = (outcome.integer("n"), outcome.number("window"))
     else:
         rule = state.loop_detect
-    key = json_bytes(sorted(form.items())).decode("utf-8")
-    now = state.clock()
-    if len(state.loop_history) > _LOOP_KEYS:  # long sessions: forget keys idle for a while
-        stale = [k for k, h in state.loop_history.items() if now - h[-1] > _LOOP_MEMORY]
-        for stale_key in stale:
-            del state.loop_history[stale_key]
-    history = state.loop_history.setdefault(key, collections.deque(maxlen=1000))
-    history.append(now)
+    history = state.remember_request(json_bytes(sorted(form.items())).decode("utf-8"))
+    now = history[-1]
     if rule is None:
         return False
     limit, window = rule
@@ -334,8 +337,10 @@ def _refresh_grant(
         return entra_error(
             state, request, 400, "invalid_grant", 70000, "Provided grant is invalid or malformed."
         )
-    strict = state.rt_reuse_strict or outcome.fault == "rt_reuse_strict"
-    if record.superseded and strict:
+    user = state.user(record.user)
+    if outcome.fault == "rt_reuse_strict":
+        user.strict_rotation = True
+    if record.superseded and (state.rt_reuse_strict or user.strict_rotation):
         return entra_error(
             state,
             request,
@@ -345,7 +350,6 @@ def _refresh_grant(
             "The refresh token was already used; a rotated refresh token cannot be reused "
             "(strict rotation).",
         )
-    user = state.user(record.user)
     if record.serial < user.valid_from_serial:
         return revoked(state, request, user.revoked_at)
     if record.inactive:
@@ -377,7 +381,7 @@ def _device_grant(
     if not code:
         return missing_param(state, request, "device_code")
     flow = state.device_flows.get(code)
-    if flow is None:
+    if flow is None or outcome.fault == "device_bad_code":
         return bad_code(state, request)
     now = state.clock()
     if outcome.fault == "device_expire_early":
@@ -386,11 +390,12 @@ def _device_grant(
         flow.state = DeviceState.EXPIRED
     too_fast = flow.last_poll is not None and now - flow.last_poll < flow.interval
     flow.last_poll = now
+    if outcome.fault == "device_slow_down":
+        flow.enforce_interval = True
+        return slow_down(state, request)
     if flow.state is DeviceState.PENDING:
-        if state.config.enforce_poll_interval and too_fast:
-            return entra_error(
-                state, request, 400, "slow_down", 70016, "OAuth 2.0 device flow error. Slow down."
-            )
+        if too_fast and (state.config.enforce_poll_interval or flow.enforce_interval):
+            return slow_down(state, request)
         if state.auto_approve:
             approve(state, flow.user_code)
     if flow.state is DeviceState.PENDING:

@@ -8,8 +8,7 @@ Correlation ID and Timestamp lines), ``error_codes``, ``timestamp``, ``trace_id`
 
 from __future__ import annotations
 
-import email.utils
-import time
+import http
 import uuid
 from typing import Final
 
@@ -17,6 +16,7 @@ from .common import json_bytes
 from .faults import Outcome
 from .server import Reply, Request
 from .state import SandboxState
+from .timefmt import ENTRA_STAMP, ISO_SECONDS, US_STAMP, http_date, utc
 
 __all__ = [
     "bad_code",
@@ -31,6 +31,7 @@ __all__ = [
     "post_only",
     "revoked",
     "secret_error",
+    "slow_down",
 ]
 
 
@@ -44,14 +45,6 @@ _IIS_PAGE: Final = (
     "<h3>The page cannot be displayed because an internal server error has occurred.</h3>\r\n"
     "</body></html>\r\n"
 )
-_PHRASES: Final = {
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
 ERROR_URI: Final = "https://login.microsoftonline.com/error"
 _TRUNCATED_TOKEN: Final = (
     b'{"token_type":"Bearer","scope":"https://cognitiveservices.azure.com/user_impersonation",'
@@ -59,10 +52,6 @@ _TRUNCATED_TOKEN: Final = (
 )
 _TRUNCATED_DEVICECODE: Final = b'{"user_code":"FHL8BQJ7W","device_code":"DAQABIQEAAAB'
 MFA_POLICY_ID: Final = "5a9d0000-0000-4000-8000-00000000cafe"
-
-
-def _timestamp(state: SandboxState) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(state.clock()))
 
 
 def entra_headers(request: Request, trace_id: str) -> list[tuple[str, str]]:
@@ -103,7 +92,7 @@ def entra_error(
     """Return an Entra error response in the PROTOCOLS 1.4 shape."""
     trace_id = str(uuid.uuid4())
     correlation_id = request.headers.get("client-request-id") or str(uuid.uuid4())
-    stamp = _timestamp(state)
+    stamp = utc(state.clock(), ENTRA_STAMP)
     body: dict[str, object] = {
         "error": error,
         "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace_id}\r\n"
@@ -159,7 +148,7 @@ def entra_fault(state: SandboxState, request: Request, outcome: Outcome) -> Repl
         if name == "token_429":
             value = str(outcome.integer("seconds"))
         elif name == "token_429_date":
-            value = email.utils.formatdate(state.clock() + outcome.number("seconds"), usegmt=True)
+            value = http_date(state.clock() + outcome.number("seconds"))
         else:
             value = outcome.text("value")
         return entra_error(
@@ -183,7 +172,7 @@ def entra_fault(state: SandboxState, request: Request, outcome: Outcome) -> Repl
         )
     if name == "token_5xx_html":
         status = outcome.integer("status")
-        page = _IIS_PAGE.format(status=status, phrase=_PHRASES.get(status, "Server Error"))
+        page = _IIS_PAGE.format(status=status, phrase=_iis_phrase(status))
         return Reply(status, [("content-type", "text/html")], page.encode("utf-8"))
     if name == "token_5xx_empty":
         return Reply(outcome.integer("status"), [("x-ms-request-id", str(uuid.uuid4()))])
@@ -200,17 +189,14 @@ def entra_fault(state: SandboxState, request: Request, outcome: Outcome) -> Repl
         return secret_error(state, request, 7000215, config.client_id)
     if name == "secret_expired":
         return secret_error(state, request, 7000222, config.client_id)
-    if name == "device_slow_down":
-        return entra_error(
-            state, request, 400, "slow_down", 70016, "OAuth 2.0 device flow error. Slow down."
-        )
-    if name == "device_bad_code":
-        return bad_code(state, request)
     return None
 
 
-def _stamp(when: float | None) -> str:
-    return time.strftime("%m/%d/%Y %H:%M:%S", time.gmtime(when if when is not None else 0))
+def _iis_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Server Error"
 
 
 def revoked(state: SandboxState, request: Request, valid_from: float | None) -> Reply:
@@ -223,7 +209,7 @@ def revoked(state: SandboxState, request: Request, valid_from: float | None) -> 
         50173,
         "The provided grant has expired due to it being revoked, a fresh auth token is needed. "
         "The user might have changed or reset their password. The TokensValidFrom date (before "
-        f"which tokens are not valid) for this user is '{_stamp(valid_from)}'.",
+        f"which tokens are not valid) for this user is '{utc(valid_from or 0, US_STAMP)}'.",
     )
 
 
@@ -236,7 +222,7 @@ def inactive(state: SandboxState, request: Request, issued: float) -> Reply:
         "invalid_grant",
         700082,
         f"The refresh token has expired due to inactivity. The token was issued on "
-        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(issued))} and was inactive for "
+        f"{utc(issued, ISO_SECONDS)} and was inactive for "
         "90.00:00:00.",
     )
 
@@ -286,6 +272,13 @@ def bad_code(state: SandboxState, request: Request) -> Reply:
         "bad_verification_code",
         70018,
         "Invalid verification code: the device code was not recognised.",
+    )
+
+
+def slow_down(state: SandboxState, request: Request) -> Reply:
+    """Return 400 ``slow_down`` AADSTS70016 (a device poll came too soon)."""
+    return entra_error(
+        state, request, 400, "slow_down", 70016, "OAuth 2.0 device flow error. Slow down."
     )
 
 

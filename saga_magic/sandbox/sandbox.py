@@ -8,14 +8,13 @@ from types import TracebackType
 from typing import Self
 
 from . import device
+from .admin import EntraAdmin
 from .app import Router
-from .faults import ENDPOINTS
-from .issuance import issue_token_response, split_scopes
+from .catalogue import check_endpoint
 from .server import HttpServer, check_loopback
 from .state import (
     DEFAULT_API_VERSION,
     DEFAULT_CLIENT_ID,
-    DEFAULT_SCOPE,
     DEFAULT_TENANT_ID,
     DEFAULT_USER,
     Deployment,
@@ -23,14 +22,13 @@ from .state import (
     RecordedRequest,
     SandboxConfig,
     SandboxState,
-    SecretState,
 )
 from .tokens import new_secret
 
 __all__ = ["Sandbox"]
 
 
-class Sandbox:
+class Sandbox(EntraAdmin):
     """A local emulator of Entra ID (device-code and refresh-token grants) and a Copilot chat
     deployment (Azure OpenAI chat completions), with scriptable faults.
 
@@ -44,7 +42,8 @@ class Sandbox:
         client_id: The one registered application.
         client_secret: ``None`` for a public client (a sent secret -> AADSTS700025); a string
             makes the app confidential (secret required on the token endpoint).
-        api_key: Key accepted in the chat ``api-key`` header; ``None`` generates one.
+        api_key: Key accepted in the chat ``api-key`` header; ``None`` generates one; ``""``
+            accepts no key (bearer tokens only).
         default_user: User for device approvals and :meth:`issue_tokens` without a user.
         deployments: Chat deployments; ``None`` serves ``gpt-4o`` and ``o4-mini`` (reasoning).
         default_deployment: Deployment in :attr:`chat_endpoint`.
@@ -55,7 +54,8 @@ class Sandbox:
         opaque_tokens: Issue opaque (non-JWT) access tokens.
         clock_skew: Seconds added to ``iat``/``nbf``/``exp`` of issued JWTs (server clock ahead).
         auto_approve: Approve device logins on their first poll (demo mode).
-        enforce_poll_interval: Answer ``slow_down`` to polls faster than ``interval``.
+        enforce_poll_interval: Answer ``slow_down`` to polls faster than ``interval`` (a scripted
+            ``device_slow_down`` turns this on for its own login only).
         device_code_lifetime: Device-code ``expires_in``.
         device_poll_interval: Device-code ``interval``.
         stream_chunk_delay: Seconds between SSE chunks (0 for tests, ~0.03 for demos).
@@ -102,15 +102,16 @@ class Sandbox:
             opaque_tokens=opaque_tokens,
             clock_skew=clock_skew,
             enforce_poll_interval=enforce_poll_interval,
+            auto_approve=auto_approve,
             device_code_lifetime=device_code_lifetime,
             device_poll_interval=device_poll_interval,
             stream_chunk_delay=stream_chunk_delay,
         )
         self._state = SandboxState(config, deployments=deployments, clock=clock)
-        self._state.auto_approve = auto_approve
         self._host = host
         self._port = port
         self._server: HttpServer | None = None
+        self._stopped = False
         self._router = Router(self)
         check_loopback(host)  # refuse a bad host now, not at start()
 
@@ -127,15 +128,19 @@ class Sandbox:
             raise RuntimeError("sandbox already running")
         server = HttpServer(self._router, host=self._host, port=self._port, clock=self._state.clock)
         server.start()
-        self._server = server
+        self._server, self._stopped = server, False
         host = server.host if ":" not in server.host else f"[{server.host}]"
         self._state.base_url = f"http://{host}:{server.port}"
         return self
 
     def stop(self) -> None:
-        """Stop serving and close every connection (idempotent; the state is kept)."""
+        """Stop serving and close every connection (idempotent; the state is kept).
+
+        The addresses (:attr:`base_url`, :meth:`env`, ...) raise until the next :meth:`start`.
+        """
         server, self._server = self._server, None
         if server is not None:
+            self._stopped = True
             server.stop()
 
     @property
@@ -172,10 +177,10 @@ class Sandbox:
         """``http://127.0.0.1:PORT`` (also the authority host).
 
         Raises:
-            RuntimeError: not started.
+            RuntimeError: not started, or stopped.
         """
-        if not self._state.base_url:
-            raise RuntimeError("sandbox not started")
+        if self._server is None:
+            raise RuntimeError("sandbox stopped" if self._stopped else "sandbox not started")
         return self._state.base_url
 
     @property
@@ -305,112 +310,15 @@ class Sandbox:
         Raises:
             ValueError: unknown endpoint.
         """
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}")
+        check_endpoint(endpoint)
         with self._state.lock:
             return self._state.post_counts[endpoint]
 
     def reset(self) -> None:
         """Forget tokens, users, device logins, scripts, the log, counters, switches and
-        deployment changes (addresses, ids and constructor options stay)."""
+        deployment changes; ``auto_approve`` returns to its constructor value (addresses, ids
+        and constructor options stay)."""
         self._state.reset()
-
-    # Entra admin hooks ------------------------------------------------------------------------
-
-    def issue_tokens(
-        self,
-        user: str | None = None,
-        *,
-        scope: str = DEFAULT_SCOPE,
-        opaque: bool | None = None,
-        expires_in: int | None = None,
-    ) -> dict[str, object]:
-        """Seed a user with tokens as if they had just signed in; return the token-endpoint body.
-
-        Args:
-            user: User principal name (default user if ``None``).
-            scope: Space-separated scopes; a refresh token needs ``offline_access``.
-            opaque: Opaque access token (``None`` follows the constructor).
-            expires_in: Access-token lifetime (``None`` follows the constructor).
-        """
-        scopes = split_scopes(scope)
-        return issue_token_response(
-            self._state,
-            user=user or self.default_user,
-            client_id=self.client_id,
-            scopes=scopes,
-            with_refresh="offline_access" in scopes,
-            opaque=opaque,
-            client_info=True,
-            expires_in=expires_in,
-        )
-
-    def revoke_user(self, user: str | None = None) -> None:
-        """Revoke a user's sessions: their refresh tokens answer 400 ``invalid_grant`` 50173."""
-        state = self._state
-        with state.lock:
-            record = state.user(user or self.default_user)
-            record.valid_from_serial = state.serial + 1
-            record.revoked_at = state.clock()
-
-    def age_refresh_tokens(self, user: str | None = None) -> int:
-        """Mark a user's refresh tokens inactive (400 ``invalid_grant`` 700082); return how many."""
-        state, name = self._state, user or self.default_user
-        with state.lock:
-            records = [r for r in state.refresh_tokens.values() if r.user == name]
-            for record in records:
-                record.inactive = True
-            return len(records)
-
-    def require_mfa(self, user: str | None = None, *, enabled: bool = True) -> None:
-        """Demand MFA: refresh tokens from earlier logins answer ``invalid_grant`` 50076 with
-        ``suberror`` and ``claims`` until the user signs in again (device code)."""
-        state = self._state
-        with state.lock:
-            record = state.user(user or self.default_user)
-            record.mfa_required_serial = state.serial + 1 if enabled else None
-
-    def expire_client_secret(self) -> None:
-        """Make the configured secret expired (401 ``invalid_client`` 7000222)."""
-        self._set_secret_state(SecretState.EXPIRED)
-
-    def revoke_client_secret(self) -> None:
-        """Make the configured secret invalid (401 ``invalid_client`` 7000215)."""
-        self._set_secret_state(SecretState.REVOKED)
-
-    def restore_client_secret(self) -> None:
-        """Make the configured secret valid again."""
-        self._set_secret_state(SecretState.VALID)
-
-    def _set_secret_state(self, value: SecretState) -> None:
-        with self._state.lock:
-            self._state.secret_state = value
-
-    def rt_reuse_strict(self, enabled: bool = True) -> None:
-        """Switch strict rotation: a superseded refresh token answers 400 ``invalid_grant``."""
-        with self._state.lock:
-            self._state.rt_reuse_strict = enabled
-
-    def loop_detect(self, n: int | None, window: float = 60.0) -> None:
-        """Answer 400 ``invalid_grant`` AADSTS50196 to more than ``n`` identical token requests
-        within ``window`` seconds; ``n=None`` switches detection off.
-
-        Raises:
-            ValueError: negative ``n`` or non-positive ``window``.
-        """
-        if n is not None and (n < 0 or window <= 0):
-            raise ValueError("loop_detect needs n >= 0 and window > 0")
-        with self._state.lock:
-            self._state.loop_detect = None if n is None else (n, float(window))
-
-    def expire_access_tokens(self, user: str | None = None) -> int:
-        """Expire issued access tokens (all users for ``None``); return how many."""
-        state = self._state
-        with state.lock:
-            records = [r for r in state.access_tokens.values() if user in (None, r.user)]
-            for record in records:
-                record.revoked = True
-            return len(records)
 
     # device flow hooks ------------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ MAX_BODY = 16 * 1024 * 1024
 _READ_SIZE = 65536
 _RESET_GRACE = 0.01
 _MIN_SLEEP = 0.001
+_WATCH = 0.01
+"""Seconds between checks for a departed client during a delay."""
 
 
 class Ending(Enum):
@@ -92,6 +94,9 @@ class Reply:
     """``False`` ends the connection before any response byte."""
     ending: Ending = Ending.COMPLETE
     """How the response ends."""
+    on_client_gone: Callable[[bool], None] | None = None
+    """Called (with whether the status line was sent) when the client leaves before the answer
+    is complete: during ``head_delay``, or when a write fails."""
 
 
 def check_loopback(host: str) -> str:
@@ -114,6 +119,23 @@ def check_loopback(host: str) -> str:
             "(127.0.0.0/8, ::1, localhost)"
         )
     return str(address)
+
+
+async def _pause(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Sleep for ``seconds``, watching the client; return ``False`` as soon as it has left.
+
+    Nothing is read (a pipelined request stays buffered), so a client that left is seen once its
+    end of stream arrives and nothing unread is buffered before it. A client that only shuts down
+    its sending side counts as gone (HTTP/1.1 clients do not half-close while they wait).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not reader.at_eof():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return True
+        await asyncio.sleep(min(remaining, _WATCH))
+    return False
 
 
 def _split_target(target: str) -> tuple[str, dict[str, str]]:
@@ -313,8 +335,26 @@ class HttpServer:
         reply: Reply,
     ) -> bool:
         """Deliver a reply; return whether the connection may serve another request."""
-        if reply.head_delay > 0:
-            await asyncio.sleep(reply.head_delay)
+        try:
+            return await self._deliver(conn, reader, writer, reply)
+        except (ConnectionError, OSError):  # a write failed: the head was on its way
+            self._gone(reply, head_sent=True)
+            raise
+
+    @staticmethod
+    def _gone(reply: Reply, *, head_sent: bool) -> None:
+        if reply.on_client_gone is not None:
+            reply.on_client_gone(head_sent)
+
+    async def _deliver(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        reply: Reply,
+    ) -> bool:
+        if reply.head_delay > 0 and not await _pause(reader, reply.head_delay):
+            return self._abandon(reply, writer, head_sent=False)
         if not reply.send_head:
             await self._reset(writer)
             return False
@@ -342,11 +382,12 @@ class HttpServer:
         writer.write(head)
         await writer.drain()
         if reply.trickle > 0:
-            await self._trickle(writer, b"".join(chunks) + tail, reply.trickle)
+            if not await self._trickle(reader, writer, b"".join(chunks) + tail, reply.trickle):
+                return self._abandon(reply, writer)
         else:
             for index, chunk in enumerate(chunks):
-                if index and reply.part_delay > 0:
-                    await asyncio.sleep(reply.part_delay)
+                if index and reply.part_delay > 0 and not await _pause(reader, reply.part_delay):
+                    return self._abandon(reply, writer)
                 writer.write(chunk)
                 await writer.drain()
             if tail:
@@ -362,12 +403,28 @@ class HttpServer:
             return False
         return reply.ending is Ending.COMPLETE
 
+    def _abandon(
+        self, reply: Reply, writer: asyncio.StreamWriter, *, head_sent: bool = True
+    ) -> bool:
+        """Give up on a client that left: report it, drop the connection."""
+        self._gone(reply, head_sent=head_sent)
+        writer.transport.abort()
+        return False
+
     @staticmethod
-    async def _trickle(writer: asyncio.StreamWriter, data: bytes, seconds: float) -> None:
-        """Write data a byte at a time (batched only when behind schedule) over ``seconds``."""
+    async def _trickle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, seconds: float
+    ) -> bool:
+        """Write data a byte at a time (batched only when behind schedule) over ``seconds``.
+
+        Returns:
+            ``False`` if the client left first.
+        """
         loop = asyncio.get_running_loop()
         start, total, sent = loop.time(), len(data), 0
         while sent < total:
+            if reader.at_eof():
+                return False
             now = loop.time()
             due = min(total, int((now - start) / seconds * total))
             if due <= sent:
@@ -377,6 +434,7 @@ class HttpServer:
             writer.write(data[sent:due])
             await writer.drain()
             sent = due
+        return True
 
     @staticmethod
     async def _reset(writer: asyncio.StreamWriter) -> None:

@@ -11,12 +11,30 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from typing import Final
 
-from .faults import CHAT, ENDPOINTS, Outcome, parse_outcome
-from .tokens import fingerprint
+from .catalogue import CHAT, ENDPOINTS, check_endpoint
+from .faults import Outcome, parse_outcome
+from .masking import mask_headers, mask_query
+from .records import (
+    DEFAULT_API_VERSION,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_SCOPE,
+    DEFAULT_TENANT_ID,
+    DEFAULT_USER,
+    AccessTokenRecord,
+    Deployment,
+    DeviceCodeInfo,
+    DeviceFlow,
+    DeviceState,
+    RecordedRequest,
+    RefreshTokenRecord,
+    SandboxConfig,
+    SecretState,
+    UserRecord,
+    default_deployments,
+)
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -37,217 +55,12 @@ __all__ = [
     "UserRecord",
 ]
 
-DEFAULT_TENANT_ID: Final = "5a9d0000-0000-4000-8000-00000000a7e5"
-DEFAULT_CLIENT_ID: Final = "5a9d0000-0000-4000-8000-0000c11e7a11"
-DEFAULT_USER: Final = "ada@contoso.com"
-DEFAULT_SCOPE: Final = "https://cognitiveservices.azure.com/.default offline_access"
-DEFAULT_API_VERSION: Final = "2024-10-21"
+
 REQUEST_LOG_LIMIT: Final = 10_000
-SECRET_FIELDS: Final = frozenset(
-    {"refresh_token", "device_code", "client_secret", "client_assertion", "code", "password"}
-)
-SECRET_HEADERS: Final = frozenset({"authorization", "api-key", "ocp-apim-subscription-key"})
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """A chat deployment the sandbox serves."""
-
-    name: str
-    """Deployment name (path segment, or body ``model`` on v1 routes)."""
-    model: str = "gpt-4o-2024-11-20"
-    """``model`` reported in answers."""
-    reasoning: bool = False
-    """Reasoning model: rejects ``max_tokens`` and ``temperature`` != 1; spends reasoning tokens."""
-    stream_options_rejected: bool = False
-    """Answer 400 when ``stream_options`` is sent (old api-version behaviour)."""
-    permission_denied: int | None = None
-    """``401`` or ``403``: valid tokens lack the role (``PermissionDenied``)."""
-    context_window: int = 128_000
-    """Prompt tokens above this -> 400 ``context_length_exceeded``."""
-    reasoning_tokens: int = 16
-    """Reasoning tokens a reasoning deployment spends per answer."""
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    """Settings fixed for the lifetime of a sandbox (see :class:`~.Sandbox` for meanings)."""
-
-    tenant_id: str = DEFAULT_TENANT_ID
-    client_id: str = DEFAULT_CLIENT_ID
-    client_secret: str | None = None
-    api_key: str = ""
-    default_user: str = DEFAULT_USER
-    default_deployment: str = "gpt-4o"
-    api_version: str = DEFAULT_API_VERSION
-    token_lifetime: int | None = None
-    refresh_in: int | None = None
-    opaque_tokens: bool = False
-    clock_skew: float = 0.0
-    enforce_poll_interval: bool = False
-    device_code_lifetime: int = 900
-    device_poll_interval: int = 5
-    stream_chunk_delay: float = 0.0
-    tenant_domain: str = "contoso.onmicrosoft.com"
-
-
-@dataclass
-class UserRecord:
-    """A directory user."""
-
-    name: str
-    oid: str
-    valid_from_serial: int = 0
-    """Refresh tokens with a lower serial are revoked (AADSTS50173)."""
-    revoked_at: float | None = None
-    """When the user's sessions were revoked (for the error text)."""
-    mfa_required_serial: int | None = None
-    """Refresh tokens whose MFA serial is lower need MFA again (AADSTS50076)."""
-
-
-@dataclass
-class RefreshTokenRecord:
-    """An issued refresh token."""
-
-    user: str
-    client_id: str
-    scope: tuple[str, ...]
-    issued_at: float
-    serial: int
-    """Issue order (revocation compares serials, not clock readings)."""
-    mfa_serial: int
-    """Serial of the interactive login (with MFA) this token descends from."""
-    superseded: bool = False
-    inactive: bool = False
-
-
-@dataclass
-class AccessTokenRecord:
-    """An issued access token."""
-
-    user: str
-    audience: str
-    expires_at: float
-    uses_left: int | None = None
-    revoked: bool = False
-
-
-class SecretState(StrEnum):
-    """States of the configured client secret."""
-
-    VALID = "valid"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-
-
-class DeviceState(StrEnum):
-    """States of a device-code login."""
-
-    PENDING = "pending"
-    APPROVED = "approved"
-    DECLINED = "declined"
-    EXPIRED = "expired"
-    REDEEMED = "redeemed"
-
-
-@dataclass
-class DeviceFlow:
-    """A device-code login in progress."""
-
-    device_code: str
-    user_code: str
-    client_id: str
-    scope: tuple[str, ...]
-    issued_at: float
-    expires_at: float
-    interval: int
-    state: DeviceState = DeviceState.PENDING
-    user: str | None = None
-    last_poll: float | None = None
-
-
-@dataclass(frozen=True)
-class DeviceCodeInfo:
-    """A public snapshot of a device-code login."""
-
-    user_code: str
-    """The code shown to the user."""
-    state: str
-    """``pending``, ``approved``, ``declined``, ``expired`` or ``redeemed``."""
-    user: str | None
-    """The approving user, once approved."""
-    client_id: str
-    """The requesting application."""
-    scope: str
-    """Requested scopes, space-separated."""
-    issued_at: float
-    """Issue time (sandbox clock)."""
-    expires_at: float
-    """Expiry time (sandbox clock)."""
-
-    def to_dict(self) -> dict[str, object]:
-        """Return a JSON-ready dict."""
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as the sandbox saw it, with secrets reduced to fingerprints."""
-
-    seq: int
-    """Arrival order, from 1."""
-    time: float
-    """Wall-clock arrival time (seconds since the epoch)."""
-    method: str
-    """HTTP method."""
-    path: str
-    """Path without the query."""
-    query: Mapping[str, str]
-    """Query parameters."""
-    endpoint: str
-    """``chat``, ``token``, ``devicecode``, ``discovery`` or ``other``."""
-    deployment: str | None
-    """Chat deployment, when known."""
-    headers: Mapping[str, str]
-    """Lower-case headers; ``authorization`` and ``api-key`` as fingerprints."""
-    body: object
-    """Form fields (secrets as fingerprints), parsed JSON, or text."""
-    outcome: str
-    """The outcome applied (``"ok"`` or a fault in script-string form)."""
-    source: str | None
-    """``"script"``, ``"header"`` (``x-sandbox-scenario``) or ``None``."""
-    status: int | None
-    """Status answered (``None`` when no status line was sent)."""
-
-    def to_dict(self) -> dict[str, object]:
-        """Return a JSON-ready dict."""
-        data = dict(self.__dict__)
-        data["query"], data["headers"] = dict(self.query), dict(self.headers)
-        return data
-
-
-def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Return headers with credentials reduced to fingerprints (scheme kept)."""
-    masked: dict[str, str] = {}
-    for key, value in headers.items():
-        if key in SECRET_HEADERS:
-            scheme, sep, credential = value.partition(" ")
-            value = f"{scheme} {fingerprint(credential)}" if sep else fingerprint(value)
-        masked[key] = value
-    return masked
-
-
-def mask_form(form: Mapping[str, str]) -> dict[str, str]:
-    """Return form fields with secrets reduced to fingerprints."""
-    return {k: fingerprint(v) if k in SECRET_FIELDS else v for k, v in form.items()}
-
-
-def default_deployments() -> dict[str, Deployment]:
-    """Return the deployments a new sandbox serves: ``gpt-4o`` and ``o4-mini`` (reasoning)."""
-    return {
-        "gpt-4o": Deployment("gpt-4o"),
-        "o4-mini": Deployment("o4-mini", model="o4-mini-2025-04-16", reasoning=True),
-    }
+LOOP_KEYS: Final = 256
+"""Distinct token requests whose arrival times loop detection remembers (least recent dropped)."""
+LOOP_HISTORY: Final = 1000
+"""Arrival times remembered per distinct token request."""
 
 
 class SandboxState:
@@ -271,14 +84,18 @@ class SandboxState:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.base_url = ""
-        self.auto_approve = False
+        self.auto_approve = config.auto_approve
+        self._open_seq: int | None = None
         self._initial_deployments = (
             {d.name: d for d in deployments} if deployments is not None else default_deployments()
         )
         self.reset()
 
     def reset(self) -> None:
-        """Forget tokens, users, device flows, scripts, the log, counters and switches."""
+        """Forget tokens, users, device flows, scripts, the log, counters and switches.
+
+        ``auto_approve`` returns to its configured value.
+        """
         with self.lock:
             self.users: dict[str, UserRecord] = {}
             self.refresh_tokens: dict[str, RefreshTokenRecord] = {}
@@ -293,7 +110,10 @@ class SandboxState:
             self.post_counts: collections.Counter[str] = collections.Counter()
             self.rt_reuse_strict = False
             self.loop_detect: tuple[int, float] | None = None
-            self.loop_history: dict[str, collections.deque[float]] = {}
+            self.loop_history: collections.OrderedDict[str, collections.deque[float]] = (
+                collections.OrderedDict()
+            )
+            self.auto_approve = self.config.auto_approve
             self.secret_state = SecretState.VALID
             self.deployments: dict[str, Deployment] = dict(self._initial_deployments)
             self.rate_window: dict[str, tuple[int, int, int]] = {}
@@ -333,10 +153,7 @@ class SandboxState:
         """
         if isinstance(outcomes, str | bytes | Mapping):
             raise ValueError("outcomes must be a list of script entries")
-        if endpoint not in ENDPOINTS:
-            raise ValueError(
-                f"unknown endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}"
-            )
+        check_endpoint(endpoint)
         if deployment is not None and endpoint != CHAT:
             raise ValueError("only the chat endpoint has per-deployment scripts")
         parsed = [parse_outcome(entry, endpoint) for entry in outcomes]
@@ -360,24 +177,65 @@ class SandboxState:
             return result
 
     def take_outcome(
-        self, endpoint: str, deployment: str | None, scenario: str | None
+        self,
+        endpoint: str,
+        deployment: str | None,
+        scenario: str | None,
+        *,
+        grant: str | None = None,
     ) -> tuple[Outcome, str | None]:
         """Return the outcome for one attempt and its source.
 
         A ``x-sandbox-scenario`` header wins and leaves the queues alone; otherwise the deployment
         queue, then the endpoint queue, is consumed; an empty script means ``ok``.
 
+        Args:
+            endpoint: ``chat``, ``token`` or ``devicecode``.
+            deployment: The chat deployment (its own queue is used first).
+            scenario: The ``x-sandbox-scenario`` header, if any.
+            grant: The grant of a token request (``refresh_token`` or ``device_code``): the first
+                queued entry that applies to it is taken, entries for the other grant
+                (:attr:`~.FaultSpec.grant`) stay queued in order.
+
         Raises:
-            ValueError: the scenario header names no valid fault.
+            ValueError: the scenario header names no valid fault, or one of the other grant.
         """
+
+        def applies(outcome: Outcome) -> bool:
+            return grant is None or outcome.spec.grant in (None, grant)
+
         if scenario is not None:
-            return parse_outcome(scenario, endpoint), "header"
+            outcome = parse_outcome(scenario, endpoint)
+            if not applies(outcome):
+                raise ValueError(
+                    f"fault {outcome.fault!r} applies to {outcome.spec.grant} grants, "
+                    f"not to this {grant} grant"
+                )
+            return outcome, "header"
         with self.lock:
             for key in ((endpoint, deployment), (endpoint, None)):
                 queue = self.scripts.get(key)
-                if queue:
-                    return queue.popleft(), "script"
+                for index, queued in enumerate(queue or ()):
+                    if applies(queued):
+                        del self.scripts[key][index]
+                        return queued, "script"
         return Outcome("ok"), None
+
+    def remember_request(self, key: str) -> collections.deque[float]:
+        """Add now to the arrival times of a token request (loop detection) and return them.
+
+        At most :data:`LOOP_KEYS` distinct requests are remembered (the least recently seen is
+        forgotten first), each with its last :data:`LOOP_HISTORY` arrival times.
+        """
+        with self.lock:
+            history = self.loop_history.get(key)
+            if history is None:
+                history = self.loop_history[key] = collections.deque(maxlen=LOOP_HISTORY)
+            self.loop_history.move_to_end(key)
+            history.append(self.clock())
+            while len(self.loop_history) > LOOP_KEYS:
+                self.loop_history.popitem(last=False)
+            return history
 
     # request log ------------------------------------------------------------------------------
 
@@ -393,7 +251,11 @@ class SandboxState:
         body: object,
         deployment: str | None = None,
     ) -> RecordedRequest:
-        """Append a request to the log (secrets masked by the caller); count endpoint POSTs."""
+        """Append a request to the log; count endpoint POSTs.
+
+        Headers and query parameters are masked here; ``body`` must be masked by the caller
+        (:func:`~saga_magic.sandbox.masking.mask_body`).
+        """
         with self.lock:
             self.seq += 1
             entry = RecordedRequest(
@@ -401,7 +263,7 @@ class SandboxState:
                 arrived,
                 method,
                 path,
-                dict(query),
+                mask_query(query),
                 endpoint,
                 deployment,
                 mask_headers(headers),
@@ -411,21 +273,56 @@ class SandboxState:
                 None,
             )
             self.log.append(entry)
+            self._open_seq = entry.seq
             if method == "POST" and endpoint in ENDPOINTS:
                 self.post_counts[endpoint] += 1
             return entry
 
     def finish(
-        self, entry: RecordedRequest, *, outcome: Outcome, source: str | None, status: int | None
+        self,
+        entry: RecordedRequest,
+        *,
+        outcome: Outcome,
+        source: str | None,
+        status: int | None,
+        delivery: str = "complete",
     ) -> None:
-        """Store the outcome applied and the status answered on a logged request."""
+        """Store the outcome applied, the status answered and the planned delivery."""
         with self.lock:
+            self._open_seq = None
             # Handlers run one at a time on the server thread, so the entry is the newest one
             # unless a reset() from another thread cleared the log in between.
             if self.log and self.log[-1].seq == entry.seq:
                 self.log[-1] = replace(
-                    entry, outcome=outcome.describe(), source=source, status=status
+                    entry,
+                    outcome=outcome.describe(),
+                    source=source,
+                    status=status,
+                    delivery=delivery,
                 )
+
+    def _update(self, seq: int, **changes: object) -> None:
+        for index in range(len(self.log) - 1, -1, -1):
+            if self.log[index].seq == seq:
+                self.log[index] = replace(self.log[index], **changes)  # type: ignore[arg-type]
+                return
+            if self.log[index].seq < seq:
+                return
+
+    def client_gone(self, seq: int, *, head_sent: bool) -> None:
+        """Note that the client left before its answer was complete (no status if no head)."""
+        with self.lock:
+            changes: dict[str, object] = {"delivery": "client_gone"}
+            if not head_sent:
+                changes["status"] = None
+            self._update(seq, **changes)
+
+    def fail_open(self, error: str) -> None:
+        """Mark the request being handled (recorded, not finished) as failed with a 500."""
+        with self.lock:
+            seq, self._open_seq = self._open_seq, None
+            if seq is not None:
+                self._update(seq, status=500, error=error)
 
     def requests(
         self, endpoint: str | None = None, *, deployment: str | None = None

@@ -133,3 +133,43 @@ async def test_async_context_manager() -> None:
         )
         assert response.json()["choices"][0]["message"]["content"] == "inside a loop"
     assert not sb.running
+
+
+def test_reset_restores_auto_approve() -> None:
+    """Finding 11: reset() returns auto_approve to the constructor's value."""
+    with Sandbox(auto_approve=True) as sb:
+        sb.auto_approve = False
+        sb.reset()
+        assert sb.auto_approve
+    with Sandbox() as sb:
+        sb.auto_approve = True
+        sb.reset()
+        assert not sb.auto_approve
+
+
+def test_addresses_raise_after_stop() -> None:
+    """Finding 14: a stopped sandbox has no address to hand out."""
+    sb = Sandbox().start()
+    sb.stop()
+    for name in ("base_url", "port", "authority_host", "token_endpoint", "chat_endpoint"):
+        with pytest.raises(RuntimeError, match="sandbox stopped"):
+            getattr(sb, name)
+    with pytest.raises(RuntimeError, match="sandbox stopped"):
+        sb.env()
+    with sb:  # a restart hands out the new address
+        assert sb.base_url.startswith("http://127.0.0.1:")
+
+
+def test_permission_denied_is_401_or_403(sandbox: Sandbox, client: httpx.Client) -> None:
+    """Finding 15: PermissionDenied is answered with 401 or 403 only."""
+    for status in (401, 403, None):
+        assert Deployment("d", permission_denied=status).permission_denied == status
+    with pytest.raises(ValueError, match="permission_denied must be 401, 403 or None"):
+        Deployment("d", permission_denied=500)
+    refused = client.post(
+        f"{sandbox.base_url}/_sandbox/deployments", json={"name": "d", "permission_denied": 200}
+    )
+    assert refused.status_code == 400
+    assert "permission_denied must be" in refused.json()["error"]
+    with pytest.raises(ValueError, match="expected 401 or 403"):
+        sandbox.script("chat", ["permission_denied:418"])

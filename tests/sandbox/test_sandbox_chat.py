@@ -283,3 +283,27 @@ def test_rate_limit_headers_count_down(
     clock.advance(10)
     third = chat(client, clocked, headers=auth)
     assert int(third.headers["x-ratelimit-remaining-requests"]) == 999
+
+
+def test_empty_api_key_accepts_no_key(client: httpx.Client) -> None:
+    """Finding 17: Sandbox(api_key="") switches api-key authentication off."""
+    with Sandbox(api_key="") as sb:
+        for key in ("", "anything"):
+            refused = chat(client, sb, headers={"api-key": key})
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == "401"
+        assert chat(client, sb).status_code == 200  # bearer tokens still work
+
+
+def test_non_ascii_api_key_is_refused_not_a_crash(client: httpx.Client) -> None:
+    with Sandbox(api_key="k-1") as sb:
+        response = chat(client, sb, headers={"api-key": "k\u00e9y".encode()})  # type: ignore[dict-item]
+        assert response.status_code == 401
+
+
+def test_deeply_nested_body_is_a_400(sandbox: Sandbox, client: httpx.Client) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    response = client.post(sandbox.chat_endpoint, content=nested, headers=bearer(sandbox))
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("We could not parse the JSON body")
+    assert sandbox.requests("chat")[-1].status == 400

@@ -341,3 +341,14 @@ def test_http_date_follows_the_sandbox_clock(
         response = chat(client, clocked)
         when = email.utils.parsedate_to_datetime(response.headers["retry-after"]).timestamp()
         assert when == int(clock.now) + wait
+
+
+@pytest.mark.parametrize("entry", ["429_http_date:0.2", "429:http_date=0.2"])
+def test_http_date_is_never_in_the_past(client: httpx.Client, entry: str) -> None:
+    """Finding 5: an HTTP-date has no fraction, so it is rounded up, not down."""
+    clock = FakeClock(1_800_000_000.5)
+    with Sandbox(clock=clock) as sb:
+        sb.script("chat", [entry])
+        response = chat(client, sb)
+        when = email.utils.parsedate_to_datetime(response.headers["retry-after"]).timestamp()
+        assert when == 1_800_000_001 >= clock.now + 0.2

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sbx_helpers import SCOPE
 
+from saga_magic.sandbox import Sandbox
 from saga_magic.sandbox import __main__ as cli
 
 
@@ -87,6 +88,27 @@ def test_main_without_auto_approve() -> None:
         pass
     assert "approve device logins at http://127.0.0.1:" in run.out.getvalue()
     assert run.status == [0]
+
+
+def test_enforce_poll_interval_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 3: the command line can switch the interval check on."""
+    seen: list[bool] = []
+
+    def interrupt(stop: threading.Event) -> None:
+        raise KeyboardInterrupt
+
+    real = Sandbox
+
+    def spy(**options: object) -> Sandbox:
+        sandbox = real(**options)  # type: ignore[arg-type]
+        seen.append(sandbox.state.config.enforce_poll_interval)
+        return sandbox
+
+    monkeypatch.setattr(cli, "_wait_forever", interrupt)
+    monkeypatch.setattr(cli, "Sandbox", spy)
+    assert cli.main(["--enforce-poll-interval"], out=io.StringIO()) == 0
+    assert cli.main([], out=io.StringIO()) == 0
+    assert seen == [True, False]
 
 
 def test_main_refuses_non_loopback(capsys: pytest.CaptureFixture[str]) -> None:

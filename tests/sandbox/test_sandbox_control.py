@@ -79,8 +79,56 @@ def test_script_errors(
 
 def test_body_must_be_a_json_object(sandbox: Sandbox, client: httpx.Client) -> None:
     url = f"{sandbox.base_url}/_sandbox/script"
-    assert client.post(url, content=b"{nope").json() == {"error": "the body must be JSON"}
+    as_json = {"content-type": "application/json"}
+    assert client.post(url, content=b"{nope", headers=as_json).json() == {
+        "error": "the body must be JSON"
+    }
     assert client.post(url, json=[1]).json() == {"error": "the body must be a JSON object"}
+
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "content", "status"),
+    [
+        ({**JSON, "origin": "https://evil.example"}, b"{}", 403),
+        ({"origin": "null"}, b"", 403),
+        ({**JSON, "host": "evil.example"}, b"{}", 403),
+        ({**JSON, "host": "127.0.0.1.evil.example:80"}, b"{}", 403),
+        ({**JSON, "host": "[::2]:80"}, b"{}", 403),
+        ({**JSON, "host": "[::1"}, b"{}", 403),
+        ({"content-type": "text/plain"}, b'{"endpoint":"chat","outcomes":["500"]}', 415),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"endpoint=chat", 415),
+        ({"content-type": "text/plain"}, b"", 415),
+        ({}, b"{}", 415),  # a body without a content-type
+        ({**JSON, "host": "localhost:1"}, b"{}", 200),
+        ({**JSON, "host": "127.9.9.9"}, b"{}", 200),
+        ({**JSON, "host": "[::1]:8080"}, b"{}", 200),
+        ({"content-type": "application/json; charset=utf-8"}, b"{}", 200),
+        ({}, b"", 200),  # a bodiless POST (curl -X POST) needs no content-type
+    ],
+)
+def test_control_plane_refuses_what_a_web_page_can_send(
+    sandbox: Sandbox,
+    client: httpx.Client,
+    headers: dict[str, str],
+    content: bytes,
+    status: int,
+) -> None:
+    """Finding S2: CSRF (Origin, text/plain and form bodies) and DNS rebinding (Host)."""
+    sandbox.script("chat", ["500"])
+    url = f"{sandbox.base_url}/_sandbox/reset"
+    response = client.post(url, content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert (sandbox.pending() == {}) is (status == 200)
+
+
+def test_control_plane_reads_are_guarded_too(sandbox: Sandbox, client: httpx.Client) -> None:
+    url = f"{sandbox.base_url}/_sandbox/requests"
+    assert client.get(url, headers={"host": "rebound.example"}).status_code == 403
+    assert client.get(url, headers={"origin": "http://127.0.0.1"}).status_code == 403
+    assert client.get(url).status_code == 200
 
 
 def test_requests_and_reset(sandbox: Sandbox, client: httpx.Client) -> None:

@@ -55,12 +55,16 @@ def test_token_5xx_json(
 
 
 def test_token_5xx_html_and_empty(sandbox: Sandbox, client: httpx.Client, seed: str) -> None:
-    sandbox.script("token", ["token_5xx_html", "token_5xx_html:503", "token_5xx_empty"])
+    sandbox.script(
+        "token",
+        ["token_5xx_html", "token_5xx_html:503", "token_5xx_html:599", "token_5xx_empty"],
+    )
     html = refresh(client, sandbox, seed)
     assert html.status_code == 500
     assert html.headers["content-type"] == "text/html"
     assert "IIS 10.0 Detailed Error - 500.0 - Internal Server Error" in html.text
     assert "503.0 - Service Unavailable" in refresh(client, sandbox, seed).text
+    assert "599.0 - Server Error" in refresh(client, sandbox, seed).text
     empty = refresh(client, sandbox, seed)
     assert empty.status_code == 503
     assert empty.content == b""
@@ -106,16 +110,94 @@ def test_scripted_grant_errors(
     assert sandbox.requests("token")[-1].outcome == entry
 
 
-def test_device_poll_faults(sandbox: Sandbox, client: httpx.Client) -> None:
-    flow = start_device(client, sandbox)
-    sandbox.script("token", ["device_slow_down", "device_bad_code"])
-    slow = poll(client, sandbox, flow["device_code"])
+def test_device_poll_faults(clocked: Sandbox, client: httpx.Client, clock: FakeClock) -> None:
+    flow = start_device(client, clocked)
+    clocked.script("token", ["device_slow_down", "device_bad_code"])
+    slow = poll(client, clocked, flow["device_code"])
     assert slow.status_code == 400
-    assert slow.json()["error"] == "slow_down"
+    entra_error_ok(slow.json(), "slow_down", 70016)
+    clock.advance(5)
     entra_error_ok(
-        poll(client, sandbox, flow["device_code"]).json(), "bad_verification_code", 70018
+        poll(client, clocked, flow["device_code"]).json(), "bad_verification_code", 70018
     )
-    assert poll(client, sandbox, flow["device_code"]).json()["error"] == "authorization_pending"
+    clock.advance(5)
+    assert poll(client, clocked, flow["device_code"]).json()["error"] == "authorization_pending"
+
+
+def test_device_slow_down_enforces_the_interval(
+    clocked: Sandbox, client: httpx.Client, clock: FakeClock
+) -> None:
+    """Finding 3: after a scripted slow_down, that login answers slow_down to early polls."""
+    flow, other = start_device(client, clocked), start_device(client, clocked)
+    assert poll(client, clocked, flow["device_code"]).json()["error"] == "authorization_pending"
+    assert poll(client, clocked, flow["device_code"]).json()["error"] == "authorization_pending"
+    clocked.script("token", ["device_slow_down"])
+    assert poll(client, clocked, flow["device_code"]).json()["error"] == "slow_down"
+    assert poll(client, clocked, flow["device_code"]).json()["error"] == "slow_down"  # too soon
+    clock.advance(4.9)
+    assert poll(client, clocked, flow["device_code"]).json()["error"] == "slow_down"
+    clock.advance(5)
+    assert poll(client, clocked, flow["device_code"]).json()["error"] == "authorization_pending"
+    for _ in range(2):  # another login is not affected
+        assert poll(client, clocked, other["device_code"]).json()["error"] == (
+            "authorization_pending"
+        )
+
+
+def test_outcome_is_taken_after_method_tenant_and_grant_checks(
+    sandbox: Sandbox, client: httpx.Client, seed: str
+) -> None:
+    """Finding 9: probes, wrong tenants and unknown grants leave the script alone."""
+    sandbox.script("token", ["token_429"])
+    sandbox.script("devicecode", ["token_429"])
+    assert client.get(sandbox.token_endpoint).json()["error_codes"] == [900561]
+    assert client.get(sandbox.devicecode_endpoint).json()["error_codes"] == [900561]
+    wrong = f"{sandbox.base_url}/other-tenant/oauth2/v2.0"
+    form = {"client_id": sandbox.client_id, "grant_type": "refresh_token", "refresh_token": seed}
+    assert client.post(f"{wrong}/token", data=form).json()["error_codes"] == [90002]
+    assert client.post(f"{wrong}/devicecode", data=form).json()["error_codes"] == [90002]
+    for grant in ("client_credentials", ""):
+        answer = client.post(sandbox.token_endpoint, data={**form, "grant_type": grant})
+        assert answer.json()["error_codes"] == [70003 if grant else 900144]
+    assert sandbox.pending() == {"devicecode": ["token_429"], "token": ["token_429"]}
+    assert [r.outcome for r in sandbox.requests()] == ["ok"] * 6
+    assert refresh(client, sandbox, seed).status_code == 429
+    start = client.post(sandbox.devicecode_endpoint, data={"client_id": sandbox.client_id,
+                                                           "scope": SCOPE})  # fmt: skip
+    assert start.status_code == 429
+
+
+def test_grant_faults_wait_for_their_grant(
+    sandbox: Sandbox, client: httpx.Client, seed: str
+) -> None:
+    """Finding 9: device faults skip refresh grants and refresh faults skip device polls."""
+    flow = start_device(client, sandbox)
+    sandbox.script("token", ["device_bad_code", "rt_revoked", "token_429", "device_slow_down"])
+    assert refresh(client, sandbox, seed).json()["error_codes"] == [50173]
+    assert sandbox.pending("token") == {
+        "token": ["device_bad_code", "token_429", "device_slow_down"]
+    }
+    assert poll(client, sandbox, flow["device_code"]).json()["error_codes"] == [70018]
+    assert refresh(client, sandbox, seed).status_code == 429
+    assert refresh(client, sandbox, seed).status_code == 200  # device_slow_down stays queued
+    assert sandbox.pending("token") == {"token": ["device_slow_down"]}
+    assert poll(client, sandbox, flow["device_code"]).json()["error"] == "slow_down"
+    sandbox.script("token", ["rt_inactive", "mfa_required", "rt_reuse_strict"])
+    assert poll(client, sandbox, flow["device_code"]).json()["error"] == "slow_down"  # too soon
+    assert sandbox.pending("token") == {"token": ["rt_inactive", "mfa_required", "rt_reuse_strict"]}
+
+
+def test_scenario_header_of_the_other_grant_is_refused(
+    sandbox: Sandbox, client: httpx.Client, seed: str
+) -> None:
+    form = {"client_id": sandbox.client_id, "grant_type": "refresh_token", "refresh_token": seed}
+    refused = client.post(
+        sandbox.token_endpoint, data=form, headers={"x-sandbox-scenario": "device_slow_down"}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["sandbox_error"] == (
+        "fault 'device_slow_down' applies to device_code grants, not to this refresh_token grant"
+    )
 
 
 def test_devicecode_endpoint_faults(sandbox: Sandbox, client: httpx.Client) -> None:
@@ -201,3 +283,14 @@ def test_http_dates_follow_the_sandbox_clock(
     when = email.utils.parsedate_to_datetime(response.headers["retry-after"]).timestamp()
     assert when == int(clock.now) + 5
     assert email.utils.parsedate_to_datetime(response.headers["date"]).timestamp() == int(clock.now)
+
+
+def test_token_http_date_is_never_in_the_past(client: httpx.Client) -> None:
+    """Finding 5, token endpoint."""
+    clock = FakeClock(1_800_000_000.5)
+    with Sandbox(clock=clock) as sb:
+        seed = str(sb.issue_tokens()["refresh_token"])
+        sb.script("token", ["token_429_date:0.2"])
+        response = refresh(client, sb, seed)
+        when = email.utils.parsedate_to_datetime(response.headers["retry-after"]).timestamp()
+        assert when == 1_800_000_001

@@ -42,8 +42,22 @@ def test_specs_describe_themselves() -> None:
             {"name": "n", "type": "int", "default": 5},
             {"name": "window", "type": "float", "default": 60.0},
         ],
+        "grant": None,
     }
     assert {s.kind for s in CATALOGUE.values()} == set(FaultKind)
+    assert CATALOGUE["permission_denied"].to_dict()["params"] == [
+        {"name": "status", "type": "int", "default": 401, "choices": [401, 403]}
+    ]
+    grants = {name: spec.grant for name, spec in CATALOGUE.items() if spec.grant}
+    assert grants == {
+        "device_bad_code": "device_code",
+        "device_expire_early": "device_code",
+        "device_slow_down": "device_code",
+        "mfa_required": "refresh_token",
+        "rt_inactive": "refresh_token",
+        "rt_reuse_strict": "refresh_token",
+        "rt_revoked": "refresh_token",
+    }
 
 
 def test_fault_names_per_endpoint() -> None:
@@ -111,11 +125,20 @@ def test_parse_entries(
         ({"fault": "stall_stream", "k": True}, "chat", "expected a int"),
         ({"fault": "stall_stream", "k": [1]}, "chat", "expected a int"),
         ("ok", "nowhere", "unknown endpoint"),
+        ("permission_denied:500", "chat", "expected 401 or 403, got '500'"),
+        ({"fault": "permission_denied", "status": 200}, "chat", "expected 401 or 403, got 200"),
     ],
 )
 def test_parse_errors(entry: str | dict[str, object], endpoint: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_outcome(entry, endpoint)
+
+
+def test_literal_http_date_needs_the_mapping_form() -> None:
+    """Finding 16 (documented): commas split the string form; the mapping form keeps them."""
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert parse_outcome(f"429:retry_after={date}", "chat").text("retry_after") == "Wed"
+    assert parse_outcome({"fault": "429", "retry_after": date}, "chat").text("retry_after") == date
 
 
 def test_parse_rejects_other_types() -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 from sbx_helpers import bearer, chat, user_message
 
-from saga_magic.sandbox import Sandbox
+from saga_magic.sandbox import RecordedRequest, Sandbox
+from saga_magic.sandbox import chat as chat_module
 from saga_magic.sandbox import server as server_module
 from saga_magic.sandbox.server import HttpServer, Reply, Request, check_loopback
 
@@ -204,7 +207,7 @@ def test_client_gone_during_slow_answer(sandbox: Sandbox, client: httpx.Client) 
 def test_connection_close_request(sandbox: Sandbox) -> None:
     answer = _raw(
         sandbox,
-        b"GET /_sandbox/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /_sandbox/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 200 ")
 
@@ -226,3 +229,122 @@ def test_stall_ignores_client_bytes_until_eof(sandbox: Sandbox) -> None:
         time.sleep(0.05)  # the server reads and ignores them
     time.sleep(0.05)
     assert sandbox.requests("chat")[-1].outcome == "stall_stream:k=0"
+
+
+def test_handler_failure_is_logged_as_500(
+    sandbox: Sandbox, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 12: an exception in a handler is answered 500 and logged as such."""
+
+    def boom(self: object, outcome: object) -> Reply:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(chat_module._Chat, "run", boom)
+    response = chat(client, sandbox)
+    assert response.status_code == 500
+    assert response.text == "sandbox internal error"
+    logged = sandbox.requests("chat")[-1]
+    assert (logged.status, logged.error) == (500, "RuntimeError: boom")
+    monkeypatch.undo()
+    assert chat(client, sandbox).status_code == 200
+    assert sandbox.requests("chat")[-1].error is None
+
+
+def _wait_for(sb: Sandbox, check: Callable[[RecordedRequest], bool]) -> RecordedRequest:
+    deadline = time.monotonic() + 3
+    while True:
+        logged = sb.requests()[-1]
+        if check(logged) or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("entry", "status", "delivery"),
+    [
+        ("ok", 200, "complete"),
+        ("slow_headers:0.01", 200, "complete"),
+        ("reset", None, "reset"),
+        ("reset_mid_body", 200, "reset_mid_body"),
+        ("reset_mid_stream", 200, "reset_mid_body"),
+        ("stall_stream:0", 200, "stalled"),
+    ],
+)
+def test_delivery_is_logged(
+    sandbox: Sandbox, client: httpx.Client, entry: str, status: int | None, delivery: str
+) -> None:
+    """Finding 13: transport faults are told apart in the log."""
+    sandbox.script("chat", [entry])
+    with contextlib.suppress(httpx.TransportError):
+        chat(client, sandbox, timeout=httpx.Timeout(5.0, read=0.2))
+    logged = sandbox.requests("chat")[-1]
+    assert (logged.status, logged.delivery) == (status, delivery)
+    assert logged.to_dict()["delivery"] == delivery
+
+
+def test_client_gone_during_slow_headers(sandbox: Sandbox, client: httpx.Client) -> None:
+    """Finding 13: a client that timed out before the status line got no status."""
+    sandbox.script("chat", ["slow_headers:2"])
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        chat(client, sandbox, timeout=httpx.Timeout(5.0, read=0.1))
+    logged = _wait_for(sandbox, lambda r: r.delivery == "client_gone")
+    assert (logged.status, logged.delivery) == (None, "client_gone")
+    assert time.monotonic() - started < 1.5  # the server gave up early
+    assert chat(client, sandbox).status_code == 200
+
+
+def test_client_gone_during_a_trickle(sandbox: Sandbox) -> None:
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"x-sandbox-scenario: slow_body:2\r\n\r\n{}"
+    )
+    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=5) as sock:
+        sock.sendall(request)
+        assert sock.recv(12) == b"HTTP/1.1 401"
+        sock.shutdown(socket.SHUT_WR)  # the server sees the end of the stream, no reset
+        time.sleep(0.1)
+    logged = _wait_for(sandbox, lambda r: r.delivery == "client_gone")
+    assert (logged.status, logged.delivery) == (401, "client_gone")
+
+
+def test_client_gone_between_stream_chunks(client: httpx.Client) -> None:
+    with Sandbox(stream_chunk_delay=0.2) as sb:
+        with client.stream(
+            "POST", sb.chat_endpoint, json=user_message(stream=True), headers=bearer(sb)
+        ) as response:
+            assert next(response.iter_lines()).startswith("data: ")
+        logged = _wait_for(sb, lambda r: r.delivery == "client_gone")
+        assert (logged.status, logged.delivery) == (200, "client_gone")
+
+
+def test_write_failure_is_client_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone: list[bool] = []
+
+    async def broken(*args: object) -> bool:
+        raise ConnectionResetError
+
+    def handler(request: Request) -> Reply:
+        return Reply(200, body=b"x", on_client_gone=gone.append)
+
+    server = _serve(handler)
+    monkeypatch.setattr(server, "_deliver", broken)
+    try:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{server.port}/")
+    finally:
+        server.stop()
+    assert gone == [True]
+
+
+def test_plain_replies_survive_a_departed_client(client: httpx.Client) -> None:
+    def handler(request: Request) -> Reply:
+        return Reply(200, body=b"late", head_delay=1.0)  # nobody to tell
+
+    server = _serve(handler)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            client.get(f"http://127.0.0.1:{server.port}/", timeout=httpx.Timeout(5.0, read=0.05))
+        assert client.get(f"http://127.0.0.1:{server.port}/", timeout=5.0).text == "late"
+    finally:
+        server.stop()

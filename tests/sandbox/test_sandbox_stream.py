@@ -81,9 +81,78 @@ def test_include_usage(sandbox: Sandbox, client: httpx.Client) -> None:
     assert usage_chunk["choices"] == []
     assert usage_chunk["usage"]["completion_tokens"] == 2
     assert usage_chunk["usage"]["prompt_tokens"] == 4
-    assert all(c["usage"] is None for c in body[1:] if c["id"])
+    assert all("usage" in c and c["usage"] is None for c in body)  # finding 2: every one
     assert _deltas(chunks) == "alpha beta"
     assert [c["choices"][0]["finish_reason"] for c in body[1:] if c["id"]][-1] == "length"
+
+
+def _finish_reasons(chunks: list[Any]) -> list[Any]:
+    return [
+        c["choices"][0].get("finish_reason")
+        for c in chunks
+        if isinstance(c, dict) and c.get("choices") and c["choices"][0].get("finish_reason")
+    ]
+
+
+def test_filtered_output_streams_a_content_filter_finish(
+    sandbox: Sandbox, client: httpx.Client
+) -> None:
+    """Finding 1: the body-shaping faults have a stream form."""
+    chunks = sse_json(_stream(sandbox, client, "filtered_output", stream=True).text)
+    assert _deltas(chunks) == ""
+    assert _finish_reasons(chunks) == ["content_filter"]
+    *_, finish, done = chunks
+    assert done == "[DONE]"
+    assert finish["choices"][0]["content_filter_results"]["violence"] == {
+        "filtered": True,
+        "severity": "medium",
+    }
+    assert not any("content_filter_offsets" in c["choices"][0] for c in chunks[1:-1])
+
+
+def test_null_content_streams_no_deltas(sandbox: Sandbox, client: httpx.Client) -> None:
+    chunks = sse_json(_stream(sandbox, client, "null_content", stream=True).text)
+    assert [c["choices"][0]["delta"] for c in chunks[1:-1] if "delta" in c["choices"][0]] == [
+        {"content": "", "refusal": None, "role": "assistant"},
+        {},
+    ]
+    assert _finish_reasons(chunks) == ["stop"]
+    assert chunks[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize("entry", ["empty_choices", "missing_choices"])
+def test_choiceless_streams(sandbox: Sandbox, client: httpx.Client, entry: str) -> None:
+    response = _stream(sandbox, client, entry, stream=True, stream_options={"include_usage": True})
+    *chunks, done = sse_json(response.text)
+    assert done == "[DONE]"
+    assert len(chunks) == 9  # the usual chunks, none of them with a choice
+    if entry == "empty_choices":
+        assert all(c["choices"] == [] for c in chunks)
+    else:
+        assert all("choices" not in c for c in chunks)
+    assert chunks[-1]["usage"]["completion_tokens"] == 4
+
+
+def test_no_usage_stream(sandbox: Sandbox, client: httpx.Client) -> None:
+    options = {"include_usage": True}
+    chunks = sse_json(
+        _stream(sandbox, client, "no_usage", stream=True, stream_options=options).text
+    )
+    assert _deltas(chunks) == TEXT
+    assert all(c["usage"] is None for c in chunks[:-1])
+    assert chunks[-2]["choices"][0]["content_filter_offsets"]["end_offset"] == len(TEXT)
+
+
+def test_filter_down_stream(sandbox: Sandbox, client: httpx.Client) -> None:
+    chunks = sse_json(_stream(sandbox, client, "filter_down", stream=True).text)
+    down = {"error": {"code": "content_filter_error", "message": "The contents are not filtered"}}
+    *_, annotation, done = chunks
+    assert done == "[DONE]"
+    assert annotation["choices"][0]["content_filter_results"] == down
+    deltas = chunks[2:-3]
+    assert len(deltas) == 4
+    assert all(d["choices"][0]["content_filter_results"] == down for d in deltas)
+    assert _deltas(chunks) == TEXT
 
 
 def test_stream_azure_forces_streaming(sandbox: Sandbox, client: httpx.Client) -> None:

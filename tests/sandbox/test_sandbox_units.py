@@ -6,7 +6,8 @@ import httpx
 import pytest
 from sbx_helpers import FakeClock, refresh
 
-from saga_magic.sandbox import Outcome, Sandbox, decode_jwt_claims, entra, issuance
+from saga_magic.sandbox import Outcome, Sandbox, control, decode_jwt_claims, issuance
+from saga_magic.sandbox import state as state_module
 from saga_magic.sandbox.device import create_flow, decline, wait_for_user_code
 from saga_magic.sandbox.issuance import resource_of
 from saga_magic.sandbox.state import SandboxConfig, SandboxState
@@ -64,14 +65,55 @@ def test_long_sessions_forget_expired_material(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock, client: httpx.Client
 ) -> None:
     monkeypatch.setattr(issuance, "_TOKEN_MEMORY", 1)
-    monkeypatch.setattr(entra, "_LOOP_KEYS", 1)
     with Sandbox(clock=clock, token_lifetime=10) as sb:
         first = str(sb.issue_tokens()["refresh_token"])
         second = str(sb.issue_tokens()["refresh_token"])
         assert refresh(client, sb, first).status_code == 200
         assert refresh(client, sb, second).status_code == 200
-        assert len(sb.state.loop_history) == 2
         clock.advance(3601)
         assert refresh(client, sb, first).status_code == 200
-        assert len(sb.state.loop_history) == 1
         assert len(sb.state.access_tokens) == 1  # the expired ones were dropped
+
+
+def test_loop_history_is_capped(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    """Finding 19: a bounded number of distinct requests, each with bounded arrival times."""
+    monkeypatch.setattr(state_module, "LOOP_KEYS", 2)
+    monkeypatch.setattr(state_module, "LOOP_HISTORY", 3)
+    state = SandboxState(SandboxConfig(), clock=clock)
+    for key in ("a", "b", "a", "c"):
+        state.remember_request(key)
+        clock.advance(1)
+    assert list(state.loop_history) == ["a", "c"]  # b was the least recently seen
+    for _ in range(5):
+        history = state.remember_request("a")
+    assert len(history) == 3
+    assert history[-1] == clock.now
+
+
+def test_log_updates_find_their_entry_or_nothing() -> None:
+    state = SandboxState(SandboxConfig())
+    state.fail_open("nothing is open")  # no request being handled: nothing to mark
+    for _ in range(3):
+        entry = state.record(
+            arrived=0.0, method="GET", path="/", query={}, endpoint="other", headers={}, body=""
+        )
+        state.finish(entry, outcome=Outcome("ok"), source=None, status=200)
+    state.client_gone(2, head_sent=True)
+    state.client_gone(99, head_sent=False)  # newer than the log: ignored
+    state.log.popleft()
+    state.client_gone(1, head_sent=False)  # forgotten already: ignored
+    assert [(r.seq, r.status, r.delivery) for r in state.requests()] == [
+        (2, 200, "client_gone"),
+        (3, 200, "complete"),
+    ]
+    state.log.clear()
+    state.client_gone(3, head_sent=False)
+    assert state.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [("", False), ("[", False), ("127.0.0.1", True), ("LOCALHOST:80", True), ("::1", False)],
+)
+def test_loopback_host_names(host: str, ok: bool) -> None:
+    assert control._loopback_host(host) is ok
