@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=(
             "start the local Entra ID + Copilot emulator, sign a demo user in and drive some "
-            "traffic (a 429 storm, a token refresh) in a throwaway home folder"
+            "traffic (a 429 storm, a token refresh) in a throwaway home folder (not with "
+            "--journal or --store); exports still go to ARC_SAGA_HOME/exports"
         ),
     )
     return parser
@@ -65,9 +66,9 @@ def settings_from_args(args: argparse.Namespace, base: Settings | None = None) -
     settings = base if base is not None else Settings.from_env()
     changes: dict[str, object] = {}
     if args.journal is not None:
-        changes["journal_path"] = args.journal.expanduser()
+        changes["journal_path"] = args.journal.expanduser().absolute()
     if args.store is not None:
-        changes["token_store_path"] = args.store.expanduser()
+        changes["token_store_path"] = args.store.expanduser().absolute()
     if args.user:
         changes["user"] = args.user
     return settings.with_overrides(**changes) if changes else settings
@@ -82,7 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit status.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sandbox and (args.journal is not None or args.store is not None):
+        print(
+            "saga-tui: --sandbox runs in a throwaway home with its own key, token store and "
+            "journal; it cannot use --journal or --store (run without --sandbox to watch them)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = settings_from_args(args)
     except ArcSagaException as exc:
@@ -91,10 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sandbox:
         from .demo import run_sandbox
 
-        return run_sandbox(settings, journal=args.journal, store=args.store)
+        return run_sandbox(settings)
     from .app import SagaApp
 
-    SagaApp(settings).run()
+    SagaApp(settings, exit_on_signals=True).run()
     return 0
 
 

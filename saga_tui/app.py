@@ -4,8 +4,8 @@ Layout (top to bottom): header (source and freshness), Tokens | Retries, the fil
 Events panel, the answer panel (after a first prompt), the prompt bar, the footer.
 
 Blocking work (sqlite reads, exports) runs in thread workers that talk back through messages;
-network actions run in async workers; one handler turns every worker error into a notification.
-The clock is injected so tests and snapshots can freeze time.
+network actions run in async workers (:mod:`saga_tui.actions`); one handler turns every worker
+error into a notification. The clock is injected so tests and snapshots can freeze time.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -22,15 +24,22 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Footer, Header, HelpPanel, Input
+from textual.widgets import Footer, HelpPanel, Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from saga_magic.core.errors import ArcSagaException
-from saga_magic.core.events import EventJournal, get_journal, install_journal, subscribe
+from saga_magic.core.events import (
+    EventJournal,
+    JournalReader,
+    get_journal,
+    install_journal,
+    subscribe,
+)
 from saga_magic.core.store import SQLiteEncryptedTokenStore
 
+from .actions import Actions
 from .commands import SagaCommands
-from .export import default_export_path, export_jsonl
+from .event_names import TOKEN_EVENTS
 from .filters import EventFilter
 from .messages import (
     EventsBatch,
@@ -40,39 +49,45 @@ from .messages import (
     SourceStatus,
     TokensLoaded,
 )
-from .sources import BusSource, JournalTail, iter_matching, read_history
-from .timefmt import format_ago, format_countdown
+from .sources import BusSource, JournalTail, read_history
 from .widgets.answer_panel import AnswerPanel
-from .widgets.confirm_screen import ConfirmScreen
 from .widgets.event_detail import EventDetailScreen
 from .widgets.event_log import EventLog
 from .widgets.filter_bar import FilterBar
-from .widgets.login_screen import LoginScreen
 from .widgets.prompt_bar import PromptBar
 from .widgets.retries_panel import RetriesPanel
+from .widgets.source_header import SourceHeader, SourceHealth
 from .widgets.tokens_panel import TokensPanel
 
 if TYPE_CHECKING:
     from saga_magic.core.config import Settings
-    from saga_magic.core.device import DevicePoll
 
     from .services import Services
     from .timefmt import Clock
 
 __all__ = ["SagaApp", "describe_error"]
 
-_TOKEN_EVENTS = frozenset(
+SourceKind = Literal["journal", "bus"]
+
+_HINTS = re.compile(r"(?:run )?%copilot (login|logout|sandbox)\b")
+_HINT_HERE = {
+    "login": "press l (log in)",
+    "logout": "press o (log out)",
+    "sandbox": "run saga-tui --sandbox",
+}
+_TYPING_ACTIONS = frozenset(
     {
-        "token_stored",
-        "token_refresh_success",
-        "token_refresh_failed_auth",
-        "token_persistence_failed",
-        "login_complete",
+        "refresh_token",
+        "login",
         "logout",
+        "focus_filter",
+        "focus_prompt",
+        "export",
+        "focus_tokens",
+        "focus_events",
     }
 )
-
-SourceKind = Literal["journal", "bus"]
+"""App actions on printable keys: a text box takes those keys, so the footer hides them there."""
 
 
 def describe_error(error: BaseException | None) -> str:
@@ -91,8 +106,8 @@ def describe_error(error: BaseException | None) -> str:
         if error.status is not None or error.code:
             text += f" [{' '.join(str(p) for p in (error.status, error.code) if p)}]"
         if error.hint:
-            # The core's hints name the notebook magic; say what to press here instead.
-            text += "\n→ " + error.hint.replace("run %copilot login", "press l (log in)")
+            # The core's hints name the notebook magic; say what to press or run here instead.
+            text += "\n→ " + _HINTS.sub(lambda found: _HINT_HERE[found.group(1)], error.hint)
         return text
     return f"{type(error).__name__}: {error}"
 
@@ -113,22 +128,26 @@ class SagaApp(App[None]):
         page: Events per history page.
         stale_after: Seconds without a new event before the header warns that it is stale.
         token_poll: Seconds between re-reads of the token store.
+        filter_debounce: Seconds of quiet typing before the text filter applies.
+        export_home: Exports go to ``<export_home>/exports``; ``settings.home`` by default.
         demo: An optional coroutine factory run in a worker after mount (``--sandbox`` traffic).
         title_suffix: Added to the header title (e.g. ``sandbox``).
+        exit_on_signals: Exit cleanly (closing what the app opened, letting the caller clean up)
+            on SIGHUP (the terminal went away) and SIGTERM.
     """
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "ARC SAGA"
     COMMANDS = App.COMMANDS | {SagaCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("f1", "toggle_keys", "Keys"),
-        Binding("r", "refresh_token", "Refresh token"),
+        Binding("r", "refresh_token", "Refresh", tooltip="Refresh the token now"),
         Binding("l", "login", "Log in"),
         Binding("o", "logout", "Log out"),
         Binding("slash", "focus_filter", "Filter"),
-        Binding("p", "focus_prompt", "Prompt"),
+        Binding("p", "focus_prompt", "Prompt", show=False),
         Binding("x", "export", "Export"),
+        Binding("f1", "toggle_keys", "Keys"),
+        Binding("ctrl+q", "quit", "Quit"),
         Binding("t", "focus_tokens", "Tokens", show=False),
         Binding("e", "focus_events", "Events", show=False),
         Binding("ctrl+l", "clear_answer", "Clear answer", show=False),
@@ -148,8 +167,11 @@ class SagaApp(App[None]):
         page: int = 500,
         stale_after: float = 300.0,
         token_poll: float = 5.0,
+        filter_debounce: float = 0.3,
+        export_home: Path | None = None,
         demo: Callable[[SagaApp], Awaitable[None]] | None = None,
         title_suffix: str = "",
+        exit_on_signals: bool = False,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -163,20 +185,27 @@ class SagaApp(App[None]):
         self.poll_interval = poll_interval
         self.window = window
         self.page = page
-        self.stale_after = stale_after
         self.token_poll = token_poll
+        self.filter_debounce = filter_debounce
         self._demo = demo
+        self.exit_on_signals = exit_on_signals
+        """Exit cleanly on SIGHUP and SIGTERM."""
+        self._signals: list[signal.Signals] = []
         self.tail = JournalTail(settings.journal_path)
-        """The journal follower (also the reader for history pages and exports)."""
+        """The journal follower (its reader serves the tail only)."""
+        self.history_reader = JournalReader(settings.journal_path)
+        """The reader of history pages (exports open one of their own)."""
         self.bus = BusSource(subscribe)
         """The in-process bus collector (used when ``source == "bus"``)."""
-        self.source_state = "starting"
-        """``starting``, ``live``, ``waiting`` (journal missing) or ``error``."""
-        self.source_detail = ""
-        self.last_event_at: float | None = None
-        """Unix time of the newest event seen."""
+        self.health = SourceHealth(
+            journal_path=settings.journal_path, in_process=source == "bus", stale_after=stale_after
+        )
+        """The source's health, shown in the header."""
         self.events_seen = 0
         """Events received since start."""
+        self.actions = Actions(self, export_home=export_home or settings.home)
+        """The user's actions (refresh, log in, log out, ask, export) as workers."""
+        self._store_error = ""
         self._known_users: set[str] = set()
         self._known_events: set[str] = set()
         self.title = f"ARC SAGA · {title_suffix}" if title_suffix else "ARC SAGA"
@@ -184,15 +213,15 @@ class SagaApp(App[None]):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         """Lay out the panels."""
-        yield Header(icon="◆")
+        yield SourceHeader(icon="◆")
         with Horizontal(id="top"):
             yield TokensPanel(clock=self.clock, primary_user=self.settings.user, id="tokens")
             yield RetriesPanel(clock=self.clock, id="retries")
-        yield FilterBar(id="filters")
+        yield FilterBar(debounce=self.filter_debounce, id="filters")
         yield EventLog(window=self.window, page=self.page, id="events")
         yield AnswerPanel(id="answer")
         yield PromptBar(id="prompt")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     @property
     def services(self) -> Services:
@@ -202,6 +231,11 @@ class SagaApp(App[None]):
 
             self._services = CoreServices(self.settings)
         return self._services
+
+    @property
+    def source_state(self) -> str:
+        """``starting``, ``live``, ``waiting`` (journal missing) or ``error``."""
+        return self.health.state
 
     def on_mount(self) -> None:
         """Start the source, the timers and the first token read."""
@@ -216,22 +250,32 @@ class SagaApp(App[None]):
         log = self.query_one(EventLog)
         log.history_enabled = self.source_kind == "journal"
         if self.source_kind == "journal":
+            log.placeholder = f"waiting for events in the journal {self.settings.journal_path}"
             self._tail_journal()
         else:
+            log.placeholder = "no events yet: act (r, l, p) or let another part of this process"
             self.bus.start()
-            self.source_state = "live"
+            self.health.state = "live"
             self.set_interval(self.poll_interval, self._drain_bus, name="drain-bus")
         self.set_interval(1.0, self._tick, name="tick")
         self.set_interval(0.25, self.query_one(RetriesPanel).tick, name="retries")
-        self.set_interval(self.token_poll, self._load_tokens, name="tokens")
-        self._load_tokens()
+        self.set_interval(self.token_poll, self.reload_tokens, name="tokens")
+        self.reload_tokens()
         self._tick()
         log.focus()
+        if self.exit_on_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGHUP, signal.SIGTERM):
+                loop.add_signal_handler(signum, self.exit)
+                self._signals.append(signum)
         if self._demo is not None:
             self._run_demo()
 
     async def on_unmount(self) -> None:
         """Stop the sources and close what the app opened."""
+        loop = asyncio.get_running_loop()
+        while self._signals:
+            loop.remove_signal_handler(self._signals.pop())
         self.tail.stop()
         self.bus.stop()
         workers = list(self.workers)
@@ -242,6 +286,7 @@ class SagaApp(App[None]):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 5.0)
         self.tail.close()
+        self.history_reader.close()
         if self._services is not None:
             await self._services.aclose()
         if self._null_handler is not None:
@@ -257,10 +302,6 @@ class SagaApp(App[None]):
     @work(thread=True, group="tail", exclusive=True, exit_on_error=False, description="tail")
     def _tail_journal(self) -> None:
         worker = get_current_worker()
-        backlog = self.tail.backlog(self.window)
-        self.post_message(SourceStatus("live" if self.tail.exists() else "waiting"))
-        if backlog:
-            self.post_message(EventsBatch(tuple(backlog)))
 
         def deliver(batch: list[LogEntry]) -> None:
             self.post_message(EventsBatch(tuple(batch)))
@@ -271,6 +312,7 @@ class SagaApp(App[None]):
         self.tail.run(
             deliver,
             status,
+            backlog=self.window,
             interval=self.poll_interval,
             cancelled=lambda: worker.is_cancelled,
         )
@@ -281,6 +323,9 @@ class SagaApp(App[None]):
         entries = self.bus.drain()
         if entries:
             self.post_message(EventsBatch(tuple(entries)))
+        if self.bus.dropped != self.health.dropped:
+            self.health.dropped = self.bus.dropped
+            self._update_header()
 
     def on_events_batch(self, message: EventsBatch) -> None:
         """Feed a batch to every panel.
@@ -293,7 +338,7 @@ class SagaApp(App[None]):
         entries = message.entries
         events = [entry.event for entry in entries]
         self.events_seen += len(entries)
-        self.last_event_at = max(self.last_event_at or 0.0, events[-1].ts)
+        self.health.last_event_at = max(self.health.last_event_at or 0.0, events[-1].ts)
         self.query_one(EventLog).add_entries(entries)
         self.query_one(RetriesPanel).add_events(events)
         names = {event.event for event in events} - self._known_events
@@ -303,8 +348,8 @@ class SagaApp(App[None]):
             self.query_one(FilterBar).add_event_names(names)
         if users:
             self.note_users(user for user in users if user is not None)
-        if any(event.event in _TOKEN_EVENTS for event in events):
-            self._load_tokens()
+        if any(event.event in TOKEN_EVENTS for event in events):
+            self.reload_tokens()
         self._update_header()
 
     def on_source_status(self, message: SourceStatus) -> None:
@@ -315,25 +360,41 @@ class SagaApp(App[None]):
         """
         if not self.is_running:
             return
-        self.source_state = message.state
-        self.source_detail = message.detail
+        self.health.state = message.state
+        self.health.detail = message.detail
         self._update_header()
 
     # ------------------------------------------------------------------ tokens
+    def reload_tokens(self) -> None:
+        """Re-read the token store's clear metadata (in a thread) and show it."""
+        self._load_tokens()
+
     @work(thread=True, group="tokens", exclusive=True, exit_on_error=False, description="tokens")
     def _load_tokens(self) -> None:
-        infos = SQLiteEncryptedTokenStore.read_token_infos(self.settings.token_store_path)
+        try:
+            infos = SQLiteEncryptedTokenStore.read_token_infos(self.settings.token_store_path)
+        except ArcSagaException as error:
+            self.post_message(TokensLoaded((), error=describe_error(error)))
+            return
         self.post_message(TokensLoaded(tuple(infos)))
 
     def on_tokens_loaded(self, message: TokensLoaded) -> None:
-        """Show a fresh read of the token store.
+        """Show a fresh read of the token store (or why it failed: said once per new error).
 
         Args:
-            message: The token metadata.
+            message: The token metadata, or the error.
         """
         if not self.is_running:
             return
-        self.query_one(TokensPanel).show_infos(message.infos)
+        panel = self.query_one(TokensPanel)
+        if message.error:
+            panel.show_error(message.error.splitlines()[0])
+            if message.error != self._store_error:
+                self.notify(message.error, title="Token store", severity="error", timeout=10)
+            self._store_error = message.error
+            return
+        self._store_error = ""
+        panel.show_infos(message.infos)
         self.note_users(info.user_id for info in message.infos)
 
     def note_users(self, users: Iterable[str]) -> None:
@@ -379,25 +440,7 @@ class SagaApp(App[None]):
         self._update_header()
 
     def _update_header(self) -> None:
-        now = self.clock()
-        if self.source_kind == "bus":
-            where = f"in-process · journal {self.settings.journal_path}"
-        else:
-            where = f"journal {self.settings.journal_path}"
-        warn = False
-        if self.source_state == "error":
-            state, warn = f"error: {self.source_detail}", True
-        elif self.source_state == "waiting":
-            state, warn = "journal missing (waiting for it)", True
-        elif self.last_event_at is not None and now - self.last_event_at > self.stale_after:
-            state, warn = "stale", True
-        else:
-            state = "live"
-        last = "no events yet"
-        if self.last_event_at is not None:
-            last = f"last event {format_ago(self.last_event_at, now)}"
-        self.sub_title = f"{state} · {where} · {last}"
-        self.query_one(Header).set_class(warn, "-warning")
+        self.query_one(SourceHeader).show(self.health, self.clock())
 
     # ------------------------------------------------------------------ filters
     @on(FilterBar.Changed)
@@ -450,9 +493,18 @@ class SagaApp(App[None]):
 
     @work(thread=True, group="history", exclusive=True, exit_on_error=False, description="history")
     def _load_older(self, before: int | None, event_filter: EventFilter) -> None:
+        worker = get_current_worker()
+
+        def cancelled() -> bool:  # a newer request (another filter) superseded this one
+            return worker.is_cancelled
+
+        if cancelled():
+            return
         entries, next_before, exhausted = read_history(
-            self.tail.reader, before=before, event_filter=event_filter, limit=self.page
+            self.history_reader, before=before, event_filter=event_filter, limit=self.page
         )
+        if cancelled():
+            return
         self.post_message(
             OlderEventsLoaded(
                 tuple(entries),
@@ -491,23 +543,18 @@ class SagaApp(App[None]):
         log.action_follow()
         log.focus()
 
-    # ------------------------------------------------------------------ export
+    def action_details(self) -> None:
+        """Open the detail view of the highlighted event."""
+        self.query_one(EventLog).action_details()
+
+    def action_copy_event(self) -> None:
+        """Send the highlighted event as JSON to the terminal clipboard."""
+        self.query_one(EventLog).action_copy()
+
+    # ------------------------------------------------------------------ actions
     def action_export(self) -> None:
         """Export the filtered events to a JSONL file (the whole journal, or the window)."""
-        log = self.query_one(EventLog)
-        window = None if self.source_kind == "journal" else list(log.window_entries)
-        self._export(log.event_filter, window)
-
-    @work(thread=True, group="export", exclusive=True, exit_on_error=False, description="export")
-    def _export(self, event_filter: EventFilter, window: list[LogEntry] | None) -> None:
-        path = default_export_path(self.settings.home, self.clock())
-        entries: Iterator[LogEntry] | list[LogEntry]
-        if window is None:
-            entries = iter_matching(self.tail.reader, event_filter)
-        else:
-            entries = [entry for entry in window if event_filter.matches(entry.event)]
-        count = export_jsonl(entries, path)
-        self.post_message(Exported(path, count, event_filter.describe()))
+        self.actions.export()
 
     def on_exported(self, message: Exported) -> None:
         """Say where the export went.
@@ -515,25 +562,15 @@ class SagaApp(App[None]):
         Args:
             message: The finished export.
         """
-        self.notify(f"{message.count:,} events ({message.what}) → {message.path}", title="Exported")
+        self.notify(self.actions.exported_note(message), title="Exported", timeout=10)
 
-    # ------------------------------------------------------------------ token actions
     def action_refresh_token(self, user: str | None = None) -> None:
         """Refresh a user's token now.
 
         Args:
             user: The user; the highlighted one (or ``--user``) by default.
         """
-        self._refresh(user or self.target_user())
-
-    @work(group="refresh", exit_on_error=False, description="refresh token")
-    async def _refresh(self, user: str) -> None:
-        self.notify(f"Refreshing the token of {user}…")
-        try:
-            await self.services.refresh(user)
-        finally:
-            self._load_tokens()  # success or failure (a re-login flag), the store changed
-        self.notify(f"Token of {user} refreshed")
+        self.actions.refresh(user or self.target_user())
 
     def action_login(self, user: str | None = None) -> None:
         """Sign a user in with a device code (shown in a modal; cancellable).
@@ -541,36 +578,7 @@ class SagaApp(App[None]):
         Args:
             user: The user; the highlighted one (or ``--user``) by default.
         """
-        self._login(user or self.target_user())
-
-    @work(group="login", exclusive=True, exit_on_error=False, description="device login")
-    async def _login(self, user: str) -> None:
-        login = await self.services.start_login(user)
-        screen = LoginScreen(
-            user_id=user,
-            user_code=login.user_code,
-            verification_uri=login.verification_uri,
-            expires_at=login.expires_at,
-            clock=self.clock,
-        )
-        worker = get_current_worker()
-
-        def closed(approved: bool | None) -> None:
-            if not approved and worker.is_running:
-                worker.cancel()
-
-        def polled(poll: DevicePoll) -> None:
-            screen.set_status(poll.status.replace("_", " "))
-
-        await self.push_screen(screen, closed)
-        try:
-            info = await self.services.complete_login(login, on_poll=polled)
-        finally:
-            if screen.is_attached and self.screen is screen:
-                screen.dismiss(True)
-        expires = format_countdown(info.expires_at, self.clock())
-        self.notify(f"{user} signed in (token expires {expires})", title="Logged in")
-        self._load_tokens()
+        self.actions.login(user or self.target_user())
 
     def action_logout(self, user: str | None = None) -> None:
         """Forget a user's stored token, after a confirmation.
@@ -578,56 +586,20 @@ class SagaApp(App[None]):
         Args:
             user: The user; the highlighted one (or ``--user``) by default.
         """
-        target = user or self.target_user()
+        self.actions.confirm_logout(user or self.target_user())
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._logout(target)
-
-        self.push_screen(
-            ConfirmScreen(
-                f"Log {target} out? The stored token is deleted.", confirm_label="Log out"
-            ),
-            answered,
-        )
-
-    @work(group="logout", exit_on_error=False, description="log out")
-    async def _logout(self, user: str) -> None:
-        removed = await self.services.logout(user)
-        self.notify(f"{user} logged out" if removed else f"{user} had no stored token")
-        self._load_tokens()
-
-    # ------------------------------------------------------------------ prompt
     def on_prompt_bar_send(self, message: PromptBar.Send) -> None:
         """Send a prompt through the engine.
 
         Args:
             message: The prompt.
         """
-        self._ask(message.prompt)
-
-    @work(group="prompt", exclusive=True, exit_on_error=False, description="prompt")
-    async def _ask(self, prompt: str) -> None:
-        panel = self.query_one(AnswerPanel)
-        panel.display = True
-        panel.start(prompt)
-        async for delta in self.services.ask(prompt, user_id=self.settings.user):
-            panel.append(delta)
-        result = self.services.last_result()
-        if result is None:
-            panel.finish("done")
-            return
-        tokens = result.usage.total_tokens
-        panel.finish(
-            f"{result.finish_reason or 'done'} · {result.latency_ms / 1000:.1f} s · "
-            f"{result.attempts} attempt{'s' if result.attempts != 1 else ''} · {tokens} tokens"
-        )
+        self.actions.ask(message.prompt)
 
     def action_clear_answer(self) -> None:
         """Hide the answer panel."""
         self.query_one(AnswerPanel).display = False
 
-    # ------------------------------------------------------------------ demo
     @work(group="demo", exit_on_error=False, description="sandbox demo")
     async def _run_demo(self) -> None:
         if self._demo is not None:
@@ -651,6 +623,24 @@ class SagaApp(App[None]):
         self.notify(text, title=f"{worker.description} failed", severity="error", timeout=10)
 
     # ------------------------------------------------------------------ focus & keys
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the single-key actions while a text box has the focus (it takes those keys).
+
+        Args:
+            action: The action name.
+            parameters: Its parameters.
+
+        Returns:
+            False to hide (and disable) the binding, True otherwise.
+        """
+        if action in _TYPING_ACTIONS and isinstance(self.focused, Input):
+            return action == "focus_events"  # escape still leaves the box
+        return True
+
+    def on_descendant_focus(self) -> None:
+        """Refresh the footer: which keys work depends on the focus."""
+        self.refresh_bindings()
+
     def action_focus_filter(self) -> None:
         """Focus the filter text box."""
         self.query_one("#filter-text", Input).focus()

@@ -52,7 +52,20 @@ def palette_commands(app: SagaApp) -> list[PaletteCommand]:
         ),
         PaletteCommand("Follow the tail", app.action_follow, "Jump to the newest event", True),
         PaletteCommand("Clear filters", app.action_clear_filters, "Show every event", True),
+        PaletteCommand(
+            "Filter by text…", app.action_focus_filter, "Text, or key=value (reason=429)", True
+        ),
         PaletteCommand("Ask Copilot", app.action_focus_prompt, "Focus the prompt bar", True),
+        PaletteCommand(
+            "Show event details", app.action_details, "The highlighted event in full", True
+        ),
+        PaletteCommand(
+            "Copy event as JSON",
+            app.action_copy_event,
+            "Send the highlighted event to the terminal clipboard (OSC 52)",
+            True,
+        ),
+        PaletteCommand("Show keys", app.action_toggle_keys, "Every key binding (F1)", True),
     ]
     for level in LEVELS:
         commands.append(

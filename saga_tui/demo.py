@@ -1,7 +1,9 @@
 """``saga-tui --sandbox``: the embedded emulator, a demo sign-in and a little scripted traffic.
 
-Everything happens in a throwaway home folder (key, token store, journal) unless ``--store`` /
-``--journal`` say otherwise, so a first try never touches the user's real tokens. The script:
+Everything happens in a throwaway home folder (key, token store, journal), removed on exit (also
+when the terminal closes: SIGHUP, or on SIGTERM), so a first try never touches the user's real
+tokens. Exports go to the real ``ARC_SAGA_HOME/exports`` (they would vanish with the throwaway
+home). The script:
 
 1. signs the configured user in with a device code (the emulator approves it on the first poll;
    the modal shows the code meanwhile),
@@ -39,22 +41,13 @@ REVOKED_USER = "carol"
 """Seeded, then revoked at the emulator: refreshing ends in re-login needed."""
 
 
-def sandbox_settings(
-    settings: Settings,
-    sandbox: Sandbox,
-    home: Path,
-    *,
-    journal: Path | None = None,
-    store: Path | None = None,
-) -> Settings:
-    """Point the settings at the emulator and a throwaway home.
+def sandbox_settings(settings: Settings, sandbox: Sandbox, home: Path) -> Settings:
+    """Point the settings at the emulator and a throwaway home (key, store and journal in it).
 
     Args:
         settings: The user's settings (their ``user`` is kept).
         sandbox: The running emulator.
         home: The throwaway home folder.
-        journal: Keep this journal path instead of ``<home>/journal.db``.
-        store: Keep this token store path instead of ``<home>/tokens.db``.
 
     Returns:
         The settings the app runs with.
@@ -62,8 +55,8 @@ def sandbox_settings(
     env = sandbox.env()
     return settings.with_overrides(
         home=home,
-        token_store_path=store or home / "tokens.db",
-        journal_path=journal or home / "journal.db",
+        token_store_path=home / "tokens.db",
+        journal_path=home / "journal.db",
         encryption_key=None,
         tenant_id=env["AZURE_TENANT_ID"],
         client_id=env["AZURE_CLIENT_ID"],
@@ -117,26 +110,26 @@ class DemoScript:
         user = self.settings.user
         await self._pause(1.0)
         app.notify(f"Sandbox: signing {user} in with a device code (auto-approved)")
-        await _finish(app._login(user))
+        await _finish(app.actions.login(user))
         self.steps.append("login")
         await self._seed_users()
-        app.call_later(app._load_tokens)
+        app.reload_tokens()
         self.steps.append("seed")
         await self._pause(2.0)
-        await _finish(app._ask("Hello from the sandbox! What can you do?"))
+        await _finish(app.actions.ask("Hello from the sandbox! What can you do?"))
         self.steps.append("ask")
         await self._pause(2.0)
         app.notify(f"Sandbox: a 429 storm on the chat endpoint ({', '.join(self._storm)})")
         self.sandbox.script("chat", self._storm)
-        await _finish(app._ask("Tell me about retries."))
+        await _finish(app.actions.ask("Tell me about retries."))
         self.steps.append("storm")
         await self._pause(2.0)
         app.notify("Sandbox: refreshing the token through a throttled token endpoint")
         self.sandbox.script("token", self._token_faults)
-        await _finish(app._refresh(user))
+        await _finish(app.actions.refresh(user))
         self.steps.append("refresh")
         await self._pause(1.0)
-        await _finish(app._refresh(REVOKED_USER))
+        await _finish(app.actions.refresh(REVOKED_USER))
         self.steps.append("revoked")
         app.notify(
             "Demo done. Try: p to ask, r to refresh, l to log in, / to filter, enter on an "
@@ -146,7 +139,9 @@ class DemoScript:
         )
 
     async def _seed_users(self) -> None:
-        store = SQLiteEncryptedTokenStore(
+        # Opening the store reads (or creates) the key file: a thread, not the UI's loop.
+        store = await asyncio.to_thread(
+            SQLiteEncryptedTokenStore,
             self.settings.token_store_path,
             encryption_key=self.settings.encryption_key,
             key_path=self.settings.home / ".token_key",
@@ -158,22 +153,17 @@ class DemoScript:
             await store.save_token(REVOKED_USER, revoked)
             self.sandbox.revoke_user(REVOKED_USER)
         finally:
-            store.close()
+            await store.aclose()
 
 
-def run_sandbox(
-    settings: Settings,
-    *,
-    journal: Path | None = None,
-    store: Path | None = None,
-    demo: bool = True,
-) -> int:
+def run_sandbox(settings: Settings, *, demo: bool = True) -> int:
     """Start the emulator, run the app on it with the scripted demo, stop everything.
+
+    The throwaway home is removed when the app ends, also after SIGHUP or SIGTERM (the app
+    exits cleanly on those). Exports go to ``settings.home`` (the real home).
 
     Args:
         settings: The user's settings.
-        journal: Journal path to use instead of a throwaway one.
-        store: Token store path to use instead of a throwaway one.
         demo: Drive the scripted traffic.
 
     Returns:
@@ -185,15 +175,15 @@ def run_sandbox(
     with tempfile.TemporaryDirectory(prefix="saga-sandbox-") as folder:
         sandbox.start()
         try:
-            effective = sandbox_settings(
-                settings, sandbox, Path(folder), journal=journal, store=store
-            )
+            effective = sandbox_settings(settings, sandbox, Path(folder))
             script = DemoScript(sandbox, effective)
             app = SagaApp(
                 effective,
                 source="bus",
                 demo=script.run if demo else None,
                 title_suffix="sandbox",
+                export_home=settings.home,
+                exit_on_signals=True,
             )
             app.run()
         finally:

@@ -48,6 +48,33 @@ def level_rank(level: str) -> int:
     return _RANK.get(level.upper(), _RANK["INFO"])
 
 
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN never equals anything
+
+
+def _equals(value: Any, wanted: str) -> bool:
+    """Whether a field's value is ``wanted`` (lower-case text from the filter)."""
+    if isinstance(value, bool) or value is None:
+        return render_value(value) == wanted
+    if isinstance(value, int | float):
+        number = _number(wanted)
+        return number is not None and float(value) == number
+    if isinstance(value, str):
+        return value.lower() == wanted
+    return render_value(value).lower() == wanted
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventFilter:
     """Which events the Events panel shows (and exports)."""
@@ -60,8 +87,9 @@ class EventFilter:
     """Exact user id; ``None`` for all."""
     text: str = ""
     """Case-insensitive substring of the event name, user, op id or context JSON; or
-    ``key=value``: the field (``reason``, ``status``, ``op_id``...) shown as ``key=...`` in the
-    Events panel contains ``value``."""
+    ``key=value``: the field (``level``, ``event``, ``user_id``, ``op_id`` or a context key such
+    as ``reason``, ``status``, ``n``) equals ``value`` (case-insensitive; numbers compare as
+    numbers, so ``wait_s=2`` matches ``2.0``; quotes around ``value`` are optional)."""
     _needle: str = field(init=False, repr=False, compare=False, default="")
     _field: tuple[str, str] | None = field(init=False, repr=False, compare=False, default=None)
 
@@ -122,7 +150,7 @@ class EventFilter:
             value = event.context[key]
         else:
             return False
-        return value is not None and wanted in render_value(value).lower()
+        return value is not None and _equals(value, _unquote(wanted))
 
     def query_kwargs(self) -> dict[str, Any]:
         """Express the filter as keyword arguments of ``JournalReader.query`` (SQL-side filtering).
@@ -139,15 +167,28 @@ class EventFilter:
         }
 
     def _sql_text(self) -> str | None:
-        """What SQL can pre-filter on; :meth:`matches` has the last word (see ``read_history``)."""
+        """What SQL can pre-filter on; :meth:`matches` has the last word (see ``read_history``).
+
+        The journal stores the context as compact JSON, so ``reason=timeout`` narrows to rows
+        holding ``"reason":"timeout``, and ``n=12345`` to rows holding ``12345`` anywhere (which
+        ``n=912345`` also does: the exact check is :meth:`matches`).
+        """
         if self._field is None:
             return self.text.strip() or None
         key, wanted = self._field
+        wanted = _unquote(wanted)
         if key in ("event", "user_id", "op_id"):
             return wanted or None
         if key == "level":
             return None
-        return f'"{key}":'
+        if not wanted or '"' in wanted or "\\" in wanted:
+            return f'"{key}":'
+        number = _number(wanted)
+        if number is not None:  # stored as a number or as a string ("429"): find the digits
+            return str(int(number)) if number.is_integer() and abs(number) < 1e15 else wanted
+        if wanted in ("true", "false", "null"):
+            return f'"{key}":{wanted}'
+        return f'"{key}":"{wanted}'
 
     @property
     def needs_recheck(self) -> bool:

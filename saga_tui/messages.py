@@ -73,14 +73,16 @@ class SourceStatus(Message):
 
 
 class TokensLoaded(Message):
-    """A fresh read of the token store's clear metadata.
+    """A fresh read of the token store's clear metadata (or why it failed).
 
     Args:
         infos: One entry per stored user.
+        error: Why the store could not be read (empty when it was).
     """
 
-    def __init__(self, infos: tuple[TokenInfo, ...]) -> None:
+    def __init__(self, infos: tuple[TokenInfo, ...], *, error: str = "") -> None:
         self.infos = infos
+        self.error = error
         super().__init__()
 
     def can_replace(self, message: Message) -> bool:

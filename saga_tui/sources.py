@@ -5,7 +5,10 @@ never one message per event (STYLE.md item 12).
 
 * :class:`JournalTail` follows the journal by rowid with short reads through the core's
   :class:`~saga_magic.core.journal.JournalReader` (no read transaction is ever held open). The app
-  runs :meth:`JournalTail.run` in a thread worker.
+  runs :meth:`JournalTail.run` in a thread worker; every read there, the first (the backlog)
+  included, is retried until it works, so a journal that is missing, locked or corrupt at start
+  is picked up once it is fixed. History pages and exports use readers of their own, so a long
+  scan never delays the tail.
 * :class:`BusSource` subscribes to :func:`saga_magic.core.events.subscribe`. Callbacks arrive on
   whatever thread emitted the event (often the app's own event loop thread, when the app runs a
   prompt), so the callback only appends to a lock-protected buffer; the app drains it on a timer.
@@ -45,16 +48,11 @@ class JournalTail:
     def __init__(self, path: Path, *, batch_limit: int = 5000) -> None:
         self.path = path
         self.reader = JournalReader(path)
-        """The read-only reader (also used for history pages and exports)."""
+        """The tail's own read-only reader."""
         self.batch_limit = batch_limit
         self.last_rowid = 0
         """The newest rowid already delivered."""
         self._stop = threading.Event()
-
-    @property
-    def label(self) -> str:
-        """How the header names this source."""
-        return f"journal {self.path}"
 
     def exists(self) -> bool:
         """Tell whether the journal file is there yet.
@@ -99,26 +97,35 @@ class JournalTail:
         deliver: Callable[[list[LogEntry]], None],
         status: Callable[[str, str], None],
         *,
+        backlog: int = 0,
         interval: float = 0.1,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> None:
         """Poll until :meth:`stop` (or ``cancelled()``), delivering one batch per non-empty poll.
 
-        A full batch is followed by another read at once (catching up); otherwise the loop waits
-        ``interval`` seconds. Read errors are reported through ``status`` and retried.
+        The first successful read of an existing journal delivers its newest ``backlog`` events
+        (the first paint); later reads deliver what was appended. A full batch is followed by
+        another read at once (catching up); otherwise the loop waits ``interval`` seconds. Read
+        errors are reported through ``status`` and retried, the backlog's too.
 
         Args:
             deliver: Called with each non-empty batch (from this thread).
             status: Called with ``(state, detail)`` when the source's health changes:
-                ``live``, ``waiting`` (no journal file yet) or ``error``.
+                ``live``, ``waiting`` (no journal file yet) or ``error`` (every failed read).
+            backlog: Events to show from an existing journal before following it.
             interval: Seconds between polls when idle.
             cancelled: Returns True when the worker running this loop was cancelled.
         """
         last_state = ""
+        primed = backlog <= 0
         while not self._stop.is_set() and not cancelled():
             detail = ""
             try:
-                batch = self.poll()
+                if not primed and self.exists():
+                    batch = self.backlog(backlog)
+                    primed = True
+                else:
+                    batch = self.poll()
                 state = "live" if self.exists() else "waiting"
             except Exception as exc:  # corrupt or locked journal: report, keep trying
                 batch, state, detail = [], "error", f"{type(exc).__name__}: {exc}"[:200]
@@ -147,9 +154,6 @@ class BusSource:
         subscribe: The bus's subscribe function (``saga_magic.core.events.subscribe``).
         limit: Most events buffered between drains (older ones are dropped and counted).
     """
-
-    label = "in-process bus"
-    """How the header names this source."""
 
     def __init__(
         self,
@@ -223,7 +227,11 @@ def read_history(
 
 
 def iter_matching(
-    reader: JournalReader, event_filter: EventFilter, *, page: int = 5000
+    reader: JournalReader,
+    event_filter: EventFilter,
+    *,
+    page: int = 5000,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Iterator[LogEntry]:
     """Yield every matching event in the journal, oldest first, one short read per page.
 
@@ -231,13 +239,14 @@ def iter_matching(
         reader: The journal reader.
         event_filter: The filter to apply.
         page: Rows per read.
+        cancelled: Checked before each read; when it returns True the iteration ends.
 
     Yields:
         Matching entries.
     """
     after = 0
     kwargs = event_filter.query_kwargs()
-    while True:
+    while not cancelled():
         rows = reader.query(after=after, limit=page, **kwargs)
         for row in rows:
             if not event_filter.needs_recheck or event_filter.matches(row.event):

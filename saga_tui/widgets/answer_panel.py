@@ -13,6 +13,8 @@ __all__ = ["AnswerPanel"]
 class AnswerPanel(VerticalScroll):
     """Shows one exchange: the prompt, then the answer text growing as deltas arrive.
 
+    Focusable (``tab``), so the arrow and page keys scroll a long answer.
+
     Args:
         id: The widget id.
     """
@@ -24,7 +26,6 @@ class AnswerPanel(VerticalScroll):
         self.text = ""
         """The answer so far."""
         self.border_title = "Answer"
-        self.can_focus = False
 
     def compose(self) -> ComposeResult:
         """One static holding the exchange."""

@@ -8,13 +8,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 __all__ = ["ConfirmScreen"]
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Ask a question; dismissed with ``True`` for yes.
+    """Ask a question; dismissed with ``True`` for yes. "No" has the focus, so enter is safe.
 
     Args:
         question: The question.
@@ -38,6 +38,11 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.confirm_label} (y)", id="confirm-yes", variant="error")
                 yield Button("No (n)", id="confirm-no")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Focus the safe answer."""
+        self.query_one("#confirm-no", Button).focus()
 
     def on_button_pressed(self, message: Button.Pressed) -> None:
         """Answer with the pressed button.

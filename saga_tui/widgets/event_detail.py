@@ -10,10 +10,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.highlight import highlight
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 from ..messages import LogEntry
 from ..timefmt import format_clock_time
+from .event_log import copied_note
 
 __all__ = ["EventDetailScreen", "pretty_event"]
 
@@ -43,7 +44,7 @@ class EventDetailScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "close", "Close"),
-        Binding("c", "copy", "Copy JSON"),
+        Binding("c", "copy", "Copy JSON (OSC 52)"),
     ]
 
     def __init__(self, entry: LogEntry) -> None:
@@ -63,6 +64,7 @@ class EventDetailScreen(ModalScreen[None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Copy JSON", id="detail-copy", variant="primary")
                 yield Button("Close", id="detail-close")
+        yield Footer()
 
     def on_mount(self) -> None:
         """Let the arrow keys scroll the body."""
@@ -80,9 +82,9 @@ class EventDetailScreen(ModalScreen[None]):
             self.action_close()
 
     def action_copy(self) -> None:
-        """Copy the event as one line of JSON."""
+        """Send the event as one line of JSON to the terminal's clipboard (OSC 52)."""
         self.app.copy_to_clipboard(self.entry.event.to_json())
-        self.notify(f"Copied {self.entry.event.event} as JSON")
+        self.notify(copied_note(self.entry.event.event))
 
     def action_close(self) -> None:
         """Close the view."""

@@ -4,6 +4,10 @@ The widget never holds the whole journal. It keeps a bounded window of recent ev
 tail) and a filtered view of at most ``window`` rows plus one page; older pages come from the
 journal on demand (the app answers :class:`EventLog.OlderWanted`) and push the bottom out, which
 detaches the view from the tail until the user presses ``end``.
+
+While the user reads (scrolled up, or the cursor off the newest row) the view does not move: new
+matching events are only counted ("paused · 12 new") and join the view when the user comes back
+to the bottom or presses ``end``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,20 @@ if TYPE_CHECKING:
 
     from saga_magic.core.events import Event
 
-__all__ = ["EventLog", "summarize_context"]
+__all__ = ["EventLog", "copied_note", "summarize_context"]
+
+
+def copied_note(name: str) -> str:
+    """Say what a copy did: the text went to the terminal, which may or may not pass it on.
+
+    Args:
+        name: The event name copied.
+
+    Returns:
+        The notification text.
+    """
+    return f"Sent {name} as JSON to the terminal clipboard (OSC 52). Nothing? x exports a file."
+
 
 _LEVEL_CLASS = {
     0: "event-log--debug",
@@ -40,10 +57,40 @@ _LEVEL_CLASS = {
 }
 
 
-def summarize_context(event: Event, *, limit: int = 160) -> str:
-    """Render an event's context as compact ``key=value`` pairs.
+_WIDE = 110
+"""Content width from which the Events panel shows milliseconds and full-width columns."""
 
-    Retry events read as ``attempt=2/6 wait=2s reason=429``.
+
+def _fit(text: str, width: int) -> str:
+    return f"{text:<{width}}" if len(text) <= width else text[: width - 1] + "…"
+
+
+_FIRST_KEYS = ("reason", "status")
+_THEN_KEYS = ("code",)
+_ID_KEYS = frozenset({"op_id", "task_id", "request_id", "correlation_id", "trace_id"})
+
+
+def _is_id(key: str) -> bool:
+    return key in _ID_KEYS or key.endswith("_id")
+
+
+def _short_id(value: object) -> str:
+    text = render_value(value)
+    return text if len(text) <= 12 else text[:8] + "…"
+
+
+def _render(key: str, value: object) -> str:
+    if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+        return format_clock_time(float(value))  # absolute unix times read as local time
+    return render_value(value)
+
+
+def summarize_context(event: Event, *, limit: int = 160) -> str:
+    """Render an event's context as compact ``key=value`` pairs, the useful ones first.
+
+    ``reason``, ``status``, ``attempt`` (as ``attempt=2/6``), ``code`` and ``wait`` come first;
+    ``*_at`` unix times read as local clock time; ids (``task_id``, ``request_id``...) come last,
+    shortened. A retry event reads as ``reason=429 attempt=2/6 wait=2s``.
 
     Args:
         event: The event.
@@ -53,13 +100,16 @@ def summarize_context(event: Event, *, limit: int = 160) -> str:
         The summary (possibly cut with an ellipsis).
     """
     context = dict(event.context)
-    parts: list[str] = []
+    context.pop("next_attempt_at", None)  # the wait says it
+    parts = [f"{key}={_render(key, context.pop(key))}" for key in _FIRST_KEYS if key in context]
     if "attempt" in context and "max_attempts" in context:
         parts.append(f"attempt={context.pop('attempt')}/{context.pop('max_attempts')}")
+    parts.extend(f"{key}={_render(key, context.pop(key))}" for key in _THEN_KEYS if key in context)
     if "wait_s" in context:
         parts.append(f"wait={render_value(context.pop('wait_s'))}s")
-    context.pop("next_attempt_at", None)
-    parts.extend(f"{key}={render_value(value)}" for key, value in context.items())
+    ids = [f"{key}={_short_id(value)}" for key, value in context.items() if _is_id(key)]
+    rest = [f"{key}={_render(key, value)}" for key, value in context.items() if not _is_id(key)]
+    parts.extend(rest + ids)
     text = " ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -91,10 +141,10 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         Binding("down,j", "cursor_down", "Next event", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home", "oldest", "Oldest (loads history)", show=False),
-        Binding("end", "follow", "Follow tail"),
+        Binding("home", "oldest", "Load older", show=False),
+        Binding("end", "follow", "Follow tail", show=False),
         Binding("enter", "details", "Details"),
-        Binding("c", "copy", "Copy JSON"),
+        Binding("c", "copy", "Copy JSON (OSC 52)", show=False),
     ]
 
     class OlderWanted(Message):
@@ -142,6 +192,12 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         """A history page was requested and has not arrived yet."""
         self.unseen = 0
         """Matching events that arrived while detached or scrolled up."""
+        self.placeholder = "no events yet"
+        """What the empty panel says (the app names the journal it waits for)."""
+        self.searching_below: int | None = None
+        """The rowid a history read in progress scans below (``None``: not scanning)."""
+        self._pending: deque[LogEntry] = deque(maxlen=window)
+        self._pending_lost = False
         self._adjusting = False
         self._older_than: int | None = None
         self.border_title = "Events"
@@ -180,14 +236,24 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         if not batch:
             return
         self._window.extend(batch)
-        if self.detached:
-            self.unseen += sum(1 for entry in batch if self._filter.matches(entry.event))
-            self._update_subtitle()
-            return
         matching = [entry for entry in batch if self._filter.matches(entry.event)]
         if not matching:
             return
-        cursor_at_end = self.cursor in (-1, len(self._view) - 1)
+        if self.detached or not self.follow:
+            # The user is reading: leave the rows (and the cursor) where they are.
+            self.unseen += len(matching)
+            if not self.detached:
+                self._pending_lost |= len(self._pending) + len(matching) > self.window_size
+                self._pending.extend(matching)
+            self._update_subtitle()
+            return
+        self._append(matching)
+        self.cursor = len(self._view) - 1
+        self._resize()
+        self._scroll_to_end()
+
+    def _append(self, matching: Sequence[LogEntry]) -> None:
+        """Add rows at the bottom, trimming the top to the window (the cursor moves with it)."""
         self._view.extend(matching)
         overflow = len(self._view) - self.window_size
         if overflow > 0:
@@ -195,15 +261,25 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
             self.history_exhausted = False
             self._older_than = None
             self.cursor = max(-1, self.cursor - overflow)
-            if not self.follow:
-                self._shift_scroll(-overflow)
-        if self.follow and cursor_at_end:
-            self.cursor = len(self._view) - 1
-        if not self.follow:
-            self.unseen += len(matching)
+            self._shift_scroll(-overflow)
+
+    def _catch_up(self) -> bool:
+        """Add the events that arrived while paused below the view (keeping the cursor's row).
+
+        Returns:
+            True when rows were added.
+        """
+        if not self._pending:
+            return False
+        if self._pending_lost:  # more arrived than the window holds: rebuild from it
+            self.set_filter(self._filter)
+            return True
+        pending = list(self._pending)
+        self._pending.clear()
+        self._append(pending)
+        self.unseen = 0
         self._resize()
-        if self.follow:
-            self._scroll_to_end()
+        return True
 
     def set_filter(self, event_filter: EventFilter) -> None:
         """Show only events that match, rebuilt from the window; follow the tail again.
@@ -213,6 +289,8 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         """
         self._filter = event_filter
         self._view = [entry for entry in self._window if event_filter.matches(entry.event)]
+        self._pending.clear()
+        self._pending_lost = False
         self.detached = False
         self.history_exhausted = False
         self.loading_older = False
@@ -237,6 +315,7 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
             next_before: Where the next page starts (the oldest rowid the page scanned).
         """
         self.loading_older = False
+        self.searching_below = None
         self.history_exhausted = exhausted
         self._older_than = next_before
         known = {entry.rowid for entry in self._view if entry.rowid is not None}
@@ -251,6 +330,8 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
                 del self._view[-overflow:]
                 self.detached = True
                 self.follow = False
+                self._pending.clear()
+                self._pending_lost = False
                 self.cursor = min(self.cursor, len(self._view) - 1)
                 self._resize()
         self._update_subtitle()
@@ -270,6 +351,7 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         if (self._view or self._window) and before is None:
             return
         self.loading_older = True
+        self.searching_below = before
         self._update_subtitle()
         self.post_message(self.OlderWanted(before, self._filter))
 
@@ -286,10 +368,12 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         self._move_cursor(self.cursor - 1)
 
     def action_cursor_down(self) -> None:
-        """Move the highlight to the next event."""
+        """Move the highlight to the next event (past the bottom: to events that came meanwhile)."""
+        if self.cursor >= len(self._view) - 1 and not self.detached:
+            self._catch_up()
         if self.cursor < len(self._view) - 1:
             self._move_cursor(self.cursor + 1)
-        if self.cursor == len(self._view) - 1 and not self.detached:
+        if self.cursor == len(self._view) - 1 and not self.detached and not self._pending:
             self.follow = True
             self.unseen = 0
             self._update_subtitle()
@@ -315,9 +399,10 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
 
     def action_follow(self) -> None:
         """Return to the live tail (rebuilding the view if it shows detached history)."""
-        if self.detached:
+        if self.detached or self._pending_lost:
             self.set_filter(self._filter)
             return
+        self._catch_up()
         self.follow = True
         self.unseen = 0
         self.cursor = len(self._view) - 1
@@ -332,13 +417,13 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
             self.post_message(self.DetailsWanted(entry))
 
     def action_copy(self) -> None:
-        """Copy the highlighted event to the clipboard as JSON."""
+        """Send the highlighted event as JSON to the terminal's clipboard (OSC 52)."""
         entry = self.selected
         if entry is None:
             self.notify("No event selected", severity="warning")
             return
         self.app.copy_to_clipboard(entry.event.to_json())
-        self.notify(f"Copied {entry.event.event} as JSON")
+        self.notify(copied_note(entry.event.event))
 
     # ----------------------------------------------------------------- mouse
     def on_click(self, event: events.Click) -> None:
@@ -353,6 +438,9 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         index = self.scroll_offset.y + offset.y
         if 0 <= index < len(self._view):
             self.follow = index == len(self._view) - 1 and not self.detached
+            if self.follow:
+                self._catch_up()
+                index = len(self._view) - 1
             self._move_cursor(index)
             if event.chain >= 2:
                 self.action_details()
@@ -379,7 +467,12 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
             return
         if new_value < old_value and new_value < self.max_scroll_y:
             self.follow = False
-        elif new_value >= self.max_scroll_y and not self.detached and new_value > old_value:
+        elif (
+            new_value >= self.max_scroll_y
+            and not self.detached
+            and new_value > old_value
+            and not self._catch_up()  # rows that came meanwhile are below now: keep reading
+        ):
             self.follow = True
             self.unseen = 0
         self._update_subtitle()
@@ -408,6 +501,12 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         index = scroll_y + y
         width = self.scrollable_content_region.width
         base = self.rich_style
+        if not self._view and y == 0:
+            note = self.placeholder
+            if not self._filter.is_empty:
+                note = f"no events match {self._filter.describe()}"
+            style = base + self.get_component_rich_style("event-log--marker")
+            return Strip([Segment(f" {note}", style)]).crop_extend(0, width, base)
         if index >= len(self._view):
             return Strip.blank(width, base)
         strip = Strip(self._segments(self._view[index], base), None)
@@ -419,13 +518,17 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
         event = entry.event
         style = self.get_component_rich_style
         level_class = _LEVEL_CLASS[min(4, level_rank(event.level))]
+        # Narrow panels (an 80-column terminal) give the context more room: no milliseconds,
+        # shorter name and user columns (long names are cut with an ellipsis).
+        wide = self.scrollable_content_region.width >= _WIDE
+        name_width, user_width = (26, 12) if wide else (22, 8)
         return [
             Segment(
-                format_clock_time(event.ts, millis=True) + " ", base + style("event-log--time")
+                format_clock_time(event.ts, millis=wide) + " ", base + style("event-log--time")
             ),
             Segment(f"{event.level[:7]:<7} ", base + style(level_class)),
-            Segment(f"{event.event:<26} ", base + style("event-log--name")),
-            Segment(f"{(event.user_id or '-')[:12]:<12} ", base + style("event-log--user")),
+            Segment(f"{_fit(event.event, name_width)} ", base + style("event-log--name")),
+            Segment(f"{_fit(event.user_id or '-', user_width)} ", base + style("event-log--user")),
             Segment(summarize_context(event), base + style("event-log--context")),
         ]
 
@@ -478,7 +581,9 @@ class EventLog(ScrollView, can_focus=True, inherit_bindings=False):
 
     def _update_subtitle(self) -> None:
         count = f"{len(self._view):,} shown"
-        if self.loading_older:
+        if self.loading_older and self.searching_below is not None and not self._filter.is_empty:
+            state = f"searching… rowid {self.searching_below:,}"
+        elif self.loading_older:
             state = "loading older…"
         elif self.detached:
             state = f"history · {self.unseen:,} newer · end to follow"

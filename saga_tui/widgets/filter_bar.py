@@ -1,4 +1,9 @@
-"""The filter bar above the Events panel: level, event name, user and free text."""
+"""The filter bar above the Events panel: level, event name, user and free text.
+
+The selects apply at once; the text box applies after a short pause in typing (each change can
+mean a journal scan), or at once on ``enter``. ``escape`` leaves the bar and keeps the filters;
+``ctrl+x`` clears them.
+"""
 
 from __future__ import annotations
 
@@ -10,48 +15,34 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Input, Select
 
+from ..event_names import KNOWN_EVENTS
 from ..filters import LEVELS, EventFilter
 
-__all__ = ["KNOWN_EVENTS", "FilterBar"]
+__all__ = ["FilterBar", "FilterInput"]
 
-KNOWN_EVENTS: tuple[str, ...] = (
-    "copilot_auth_failed",
-    "copilot_empty_response",
-    "copilot_error",
-    "copilot_parse_error",
-    "copilot_request_complete",
-    "copilot_request_start",
-    "copilot_retry",
-    "copilot_stream_complete",
-    "copilot_stream_start",
-    "device_code_issued",
-    "device_code_poll",
-    "engine_closed",
-    "login_complete",
-    "login_failed",
-    "logout",
-    "token_persistence_failed",
-    "token_refresh_failed",
-    "token_refresh_failed_auth",
-    "token_refresh_retry",
-    "token_refresh_start",
-    "token_refresh_success",
-    "token_stored",
-)
-"""The core's stable event names (an API): offered in the event filter from the start."""
+
+class FilterInput(Input):
+    """The free-text box; ``enter`` applies the text at once (shown in the footer)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit", "Apply"),
+    ]
 
 
 class FilterBar(Horizontal):
     """Controls that build an :class:`EventFilter` and announce every change.
 
     Args:
+        debounce: Seconds of quiet typing before the text filter applies.
         id: The widget id.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "clear", "Clear filters and leave"),
+        Binding("escape", "leave", "Back to events (keeps filters)"),
+        Binding("ctrl+x", "clear", "Clear filters", priority=True),
     ]
 
     class Changed(Message):
@@ -65,16 +56,21 @@ class FilterBar(Horizontal):
             self.event_filter = event_filter
             super().__init__()
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, debounce: float = 0.3, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.debounce = debounce
         self._events: set[str] = set(KNOWN_EVENTS)
         self._users: set[str] = set()
         self._filter = EventFilter()
+        self._typing: Timer | None = None
 
     def compose(self) -> ComposeResult:
         """Lay out the three selects and the text box."""
         yield Select(
-            [(name, name) for name in LEVELS], prompt="any level", id="filter-level", compact=True
+            [(f"≥ {name}", name) for name in LEVELS],
+            prompt="any level",
+            id="filter-level",
+            compact=True,
         )
         yield Select(
             [(name, name) for name in sorted(self._events)],
@@ -83,11 +79,11 @@ class FilterBar(Horizontal):
             compact=True,
         )
         yield Select([], prompt="any user", id="filter-user", compact=True)
-        yield Input(placeholder="/ search text…", id="filter-text", compact=True)
+        yield FilterInput(placeholder="search text or key=value…", id="filter-text", compact=True)
 
     @property
     def event_filter(self) -> EventFilter:
-        """The filter the controls describe."""
+        """The filter the controls describe (text typed in the last moment not yet included)."""
         return self._filter
 
     def add_event_names(self, names: Iterable[str]) -> None:
@@ -118,6 +114,7 @@ class FilterBar(Horizontal):
         Args:
             event_filter: The filter to show.
         """
+        self._stop_typing()
         if event_filter.event is not None:
             self.add_event_names([event_filter.event])
         if event_filter.user is not None:
@@ -129,10 +126,21 @@ class FilterBar(Horizontal):
             self.query_one("#filter-text", Input).value = event_filter.text
         self._announce(event_filter)
 
-    async def action_clear(self) -> None:
-        """Reset every control and hand the focus back to the app (``app.focus_events``)."""
-        self.apply(EventFilter())
+    def apply_text(self) -> None:
+        """Apply what the text box holds now (``enter``, or the end of the typing pause)."""
+        self._stop_typing()
+        text = self.query_one("#filter-text", Input).value
+        self._announce(self._filter.replace(text=text))
+
+    async def action_leave(self) -> None:
+        """Apply pending text, keep every filter and hand the focus back to the Events panel."""
+        self.apply_text()
         await self.run_action("app.focus_events")
+
+    def action_clear(self) -> None:
+        """Reset every control (show all events)."""
+        self.apply(EventFilter())
+        self.notify("Filters cleared")
 
     @on(Select.Changed)
     def _select_changed(self, message: Select.Changed) -> None:
@@ -146,7 +154,17 @@ class FilterBar(Horizontal):
     @on(Input.Changed, "#filter-text")
     def _text_changed(self, message: Input.Changed) -> None:
         message.stop()
-        self._announce(self._filter.replace(text=message.value))
+        self._stop_typing()
+        self._typing = self.set_timer(self.debounce, self.apply_text, name="filter-typing")
+
+    @on(Input.Submitted, "#filter-text")
+    def _text_submitted(self) -> None:
+        self.apply_text()  # the app moves the focus to the Events panel
+
+    def _stop_typing(self) -> None:
+        if self._typing is not None:
+            self._typing.stop()
+            self._typing = None
 
     def _announce(self, event_filter: EventFilter) -> None:
         if event_filter == self._filter:

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button, Footer, Label, Static
 
 from ..timefmt import format_duration
 
@@ -34,7 +34,7 @@ class LoginScreen(ModalScreen[bool]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel login"),
-        Binding("c", "copy_code", "Copy code"),
+        Binding("c", "copy_code", "Copy code (OSC 52)"),
     ]
 
     def __init__(
@@ -68,6 +68,7 @@ class LoginScreen(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Copy code", id="login-copy", variant="primary")
                 yield Button("Cancel", id="login-cancel", variant="error")
+        yield Footer()
 
     def on_mount(self) -> None:
         """Start the countdown."""
@@ -101,9 +102,9 @@ class LoginScreen(ModalScreen[bool]):
             self.action_cancel()
 
     def action_copy_code(self) -> None:
-        """Copy the user code to the clipboard."""
+        """Send the user code to the terminal's clipboard (OSC 52)."""
         self.app.copy_to_clipboard(self.user_code)
-        self.notify("Copied the code")
+        self.notify(f"Sent the code {self.user_code} to the terminal clipboard (OSC 52)")
 
     def action_cancel(self) -> None:
         """Give up on this login."""

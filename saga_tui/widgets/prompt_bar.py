@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Input
 
@@ -14,6 +17,10 @@ class PromptBar(Input):
     Args:
         id: The widget id.
     """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit", "Send"),
+    ]
 
     class Send(Message):
         """The user sent a prompt.

@@ -9,7 +9,7 @@ from textual.clock import Clock as TextualClock
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, ProgressBar, Static
 
-from ..retries import RetryState, RetryTracker
+from ..retries import UNKNOWN, RetryState, RetryTracker
 from ..timefmt import format_duration
 
 if TYPE_CHECKING:
@@ -24,18 +24,24 @@ __all__ = ["RetriesPanel", "RetryRow", "describe_retry", "describe_wait"]
 _STEPS = 1000.0
 
 
+_OUTCOMES = {"succeeded": "succeeded", "failed": "failed", UNKNOWN: "no news (stale)"}
+
+
 def describe_retry(state: RetryState) -> str:
-    """Say in one line what an operation is and where it stands.
+    """Say in one line where an operation stands, most useful first (narrow panels cut the end).
 
     Args:
         state: The operation.
 
     Returns:
-        E.g. ``"chat request · alice · attempt 2/6 · 429"`` or ``"... · succeeded"``.
+        E.g. ``"429 · attempt 2/6 · chat request · alice"`` or
+        ``"succeeded · attempt 3/6 · chat request · alice"``.
     """
-    who = state.user_id or "-"
-    head = f"{state.kind} · {who} · attempt {state.attempt}/{state.max_attempts}"
-    return f"{head} · {state.outcome or state.reason}"
+    where = state.reason if state.outcome is None else _OUTCOMES.get(state.outcome, state.outcome)
+    return (
+        f"{where} · attempt {state.attempt}/{state.max_attempts} · {state.kind} · "
+        f"{state.user_id or '-'}"
+    )
 
 
 def describe_wait(state: RetryState, now: float) -> str:
@@ -46,10 +52,10 @@ def describe_wait(state: RetryState, now: float) -> str:
         now: The current unix time.
 
     Returns:
-        ``"4.0s"``, ``"2m 00s"``, ``"now"`` or ``"done"``.
+        ``"4.0s"``, ``"2m 00s"``, ``"now"``, ``"done"`` or ``"stale"``.
     """
     if state.outcome is not None:
-        return "done"
+        return "stale" if state.outcome == UNKNOWN else "done"
     left = state.remaining(now)
     if left <= 0:
         return "now"
@@ -106,23 +112,28 @@ class RetryRow(Vertical):
         self._bar.update(progress=self.state.elapsed_fraction(now) * _STEPS)
         self.set_class(self.state.outcome == "succeeded", "-succeeded")
         self.set_class(self.state.outcome == "failed", "-failed")
+        self.set_class(self.state.outcome == UNKNOWN, "-stale")
 
 
 class RetriesPanel(VerticalScroll):
     """Operations that are retrying, driven by ``*_retry`` and terminal events.
 
+    Focusable, so the arrow keys scroll it when many operations are listed.
+
     Args:
         clock: Returns the current unix time.
         linger: Seconds a finished operation stays listed.
+        grace: Seconds past its next attempt a silent operation stays in flight.
         id: The widget id.
     """
 
-    def __init__(self, *, clock: Clock, linger: float = 10.0, id: str | None = None) -> None:
+    def __init__(
+        self, *, clock: Clock, linger: float = 10.0, grace: float = 90.0, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self._clock = clock
-        self.tracker = RetryTracker(linger=linger)
+        self.tracker = RetryTracker(linger=linger, grace=grace)
         self.border_title = "Retries"
-        self.can_focus = False
 
     def compose(self) -> ComposeResult:
         """Start with the empty-state placeholder."""
@@ -142,8 +153,20 @@ class RetriesPanel(VerticalScroll):
         if self.tracker.apply(events):
             self._sync()
 
+    def discard_own(self, *, pid: int, kind: str, since: float, user_id: str | None) -> None:
+        """Drop this process's in-flight operations of a cancelled call (no event will end them).
+
+        Args:
+            pid: The process id.
+            kind: The kind of operation.
+            since: Unix time the call started.
+            user_id: Whose call it was.
+        """
+        if self.tracker.discard(pid=pid, kind=kind, since=since, user_id=user_id):
+            self._sync()
+
     def tick(self) -> None:
-        """Advance the bars and drop finished operations past their linger time."""
+        """Advance the bars, mark silent operations stale and drop those past their linger."""
         if self.tracker.prune(self._clock()):
             self._sync()
             return

@@ -17,7 +17,7 @@ from ..timefmt import format_ago, format_countdown
 if TYPE_CHECKING:
     from ..timefmt import Clock
 
-__all__ = ["TokensPanel", "short_scope"]
+__all__ = ["TokensPanel", "short_scope", "short_scopes"]
 
 _STATUS_VARIABLE: dict[TokenStatus, str] = {
     TokenStatus.VALID: "text-success",
@@ -27,7 +27,9 @@ _STATUS_VARIABLE: dict[TokenStatus, str] = {
 }
 
 _COLUMNS = (("user", "User"), ("status", "Status"), ("expires", "Expires"))
-_MORE_COLUMNS = (("refreshed", "Last refresh"), ("scopes", "Scopes"))
+_MORE_COLUMNS = (("refreshed", "Refreshed"), ("scopes", "Scopes"))
+_STANDARD_SCOPES = frozenset({"offline_access", "openid", "profile", "email"})
+"""OpenID Connect scopes every sign-in asks for: not worth a column's width."""
 
 
 def short_scope(scope: str) -> str:
@@ -41,6 +43,22 @@ def short_scope(scope: str) -> str:
     """
     host, _, path = scope.removeprefix("https://").partition("/")
     return f"{host.removesuffix('.azure.com')}/{path}" if path else host
+
+
+def short_scopes(scopes: Iterable[str], *, limit: int = 28) -> str:
+    """Shorten a token's scopes for the table: no standard OIDC scopes, cut with an ellipsis.
+
+    Args:
+        scopes: The granted scopes.
+        limit: Most characters shown.
+
+    Returns:
+        E.g. ``cognitiveservices/.default`` (``-`` when nothing is left).
+    """
+    text = " ".join(short_scope(scope) for scope in scopes if scope not in _STANDARD_SCOPES)
+    if not text:
+        return "-"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class TokensPanel(DataTable[str | Text]):
@@ -71,6 +89,8 @@ class TokensPanel(DataTable[str | Text]):
         self._infos: dict[str, TokenInfo] = {}
         self._rows: list[str] = []
         self._loaded = False
+        self.error = ""
+        """Why the last read of the store failed (empty when it worked)."""
         self.border_title = "Tokens"
 
     def on_mount(self) -> None:
@@ -79,6 +99,11 @@ class TokensPanel(DataTable[str | Text]):
             self.add_column(label, key=key)
         self.show_infos([], initial=True)
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.tick())
+
+    @property
+    def loaded(self) -> bool:
+        """The store was read at least once (so a missing row means: no stored token)."""
+        return self._loaded and not self.error
 
     @property
     def selected_user(self) -> str | None:
@@ -105,11 +130,15 @@ class TokensPanel(DataTable[str | Text]):
     def show_infos(self, infos: Iterable[TokenInfo], *, initial: bool = False) -> None:
         """Replace the rows with a fresh read of the store, keeping the cursor on its user.
 
+        When that user is gone (logged out elsewhere), the cursor goes to the configured user,
+        else to the row now in the same place.
+
         Args:
             infos: One entry per stored user.
             initial: The placeholder listing before the first read (the cursor is not moved).
         """
         selected = self.selected_user
+        position = self.cursor_row
         fresh = {info.user_id: info for info in sorted(infos, key=lambda item: item.user_id)}
         rows = sorted(set(fresh) | ({self.primary_user} if self.primary_user else set()))
         if rows != self._rows:
@@ -117,14 +146,36 @@ class TokensPanel(DataTable[str | Text]):
             self._infos = fresh
             for user_id in rows:
                 self.add_row(*self._cells(user_id), key=user_id)
-            if not self._loaded and self.primary_user in rows:
+            if (not self._loaded or selected not in rows) and self.primary_user in rows:
                 selected = self.primary_user
             if selected in rows:
-                self.move_cursor(row=rows.index(selected))
+                self.move_cursor(row=rows.index(selected), animate=False)
+            elif rows:
+                self.move_cursor(row=min(max(position, 0), len(rows) - 1), animate=False)
             self._rows = rows
         self._infos = fresh
         self._loaded = self._loaded or not initial
+        if not initial:
+            self.error = ""
         self.tick()
+        self._update_subtitle()
+
+    def show_error(self, error: str) -> None:
+        """Say that the store cannot be read (the rows keep the last good read).
+
+        Args:
+            error: What went wrong, in one line.
+        """
+        self.error = error
+        self._update_subtitle()
+
+    def on_resize(self) -> None:
+        """Keep the highlighted user in sight when the panel gets shorter."""
+        if self.row_count:
+            self.move_cursor(row=self.cursor_row, animate=False)
+
+    def on_data_table_row_highlighted(self) -> None:
+        """Name the user the token actions now apply to."""
         self._update_subtitle()
 
     def tick(self) -> None:
@@ -148,7 +199,7 @@ class TokensPanel(DataTable[str | Text]):
             status_text,
             format_countdown(info.expires_at, now),
             format_ago(info.updated_at, now),
-            " ".join(short_scope(scope) for scope in info.scopes) or "-",
+            short_scopes(info.scopes),
         )
 
     def _theme_style(self, variable: str) -> Style:
@@ -160,7 +211,12 @@ class TokensPanel(DataTable[str | Text]):
         return Style(color=color, bold=True)
 
     def _update_subtitle(self) -> None:
-        if self._infos:
-            self.border_subtitle = "r refresh · l log in · o log out"
+        if self.error:
+            self.border_subtitle = f"store unreadable: {self.error}"
+        elif not self._loaded:
+            self.border_subtitle = "reading the token store…"
+        elif not self._infos:
+            self.border_subtitle = "no stored tokens · l logs in"
         else:
-            self.border_subtitle = "no stored tokens · press l to log in"
+            target = self.selected_user or self.primary_user or "-"
+            self.border_subtitle = f"{target}: r refresh · l log in · o log out"

@@ -6,19 +6,30 @@ from collections.abc import Callable
 
 import pytest
 from textual.binding import Binding
-from tui_helpers import make_event, wait_for
+from tui_helpers import Clock, make_event, seed_tokens, wait_for
 
+from saga_magic.core.config import Settings
 from saga_tui.app import SagaApp
 from saga_tui.messages import EventsBatch, LogEntry
 from saga_tui.widgets.confirm_screen import ConfirmScreen
 from saga_tui.widgets.event_detail import EventDetailScreen
 from saga_tui.widgets.event_log import EventLog
-from saga_tui.widgets.filter_bar import FilterBar
+from saga_tui.widgets.filter_bar import FilterBar, FilterInput
 from saga_tui.widgets.login_screen import LoginScreen
+from saga_tui.widgets.prompt_bar import PromptBar
 
 MakeApp = Callable[..., SagaApp]
 
-OUR_CLASSES = [SagaApp, EventLog, FilterBar, EventDetailScreen, LoginScreen, ConfirmScreen]
+OUR_CLASSES = [
+    SagaApp,
+    EventLog,
+    FilterBar,
+    FilterInput,
+    PromptBar,
+    EventDetailScreen,
+    LoginScreen,
+    ConfirmScreen,
+]
 
 
 @pytest.mark.parametrize("cls", OUR_CLASSES, ids=lambda cls: cls.__name__)
@@ -38,9 +49,13 @@ def undescribed(app: SagaApp) -> list[str]:
     ]
 
 
-async def test_every_active_binding_has_a_description(make_app: MakeApp) -> None:
+async def test_every_active_binding_has_a_description(
+    make_app: MakeApp, settings: Settings, clock: Clock
+) -> None:
+    await seed_tokens(settings, clock, {"alice": 3600})
     app = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: app.query_one("#tokens").loaded)
         app.post_message(EventsBatch((LogEntry(None, make_event()),)))
         await pilot.pause()
         for focus in ("e", "t", "p"):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_helpers import wait_for
+from tui_helpers import Clock, seed_tokens, wait_for
 
 from saga_magic.core.config import Settings
 from saga_magic.core.errors import ConfigurationError
+from saga_magic.core.events import subscribe
+from saga_magic.core.store import SQLiteEncryptedTokenStore
 from saga_magic.core.types import TokenStatus
 from saga_magic.sandbox import Sandbox
 from saga_tui import SagaApp, demo
@@ -42,6 +47,7 @@ def test_main_runs_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
     [app] = ran
     assert app.settings.user == "carol"
     assert app.source_kind == "journal"
+    assert app.exit_on_signals
 
 
 def test_main_reports_bad_configuration(
@@ -61,7 +67,22 @@ def test_main_sandbox_delegates(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(demo, "run_sandbox", fake_run)
     assert cli.main(["--sandbox", "--user", "dana"]) == 7
-    assert seen == {"journal": None, "store": None, "user": "dana"}
+    assert seen == {"user": "dana"}
+
+
+def test_main_sandbox_refuses_real_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--sandbox", "--store", str(tmp_path / "t.db")]) == 2
+    assert "cannot use --journal or --store" in capsys.readouterr().err
+    assert cli.main(["--sandbox", "--journal", "~/j.db"]) == 2
+
+
+def test_paths_expand_the_home_folder() -> None:
+    args = cli.build_parser().parse_args(["--journal", "~/j.db", "--store", "~/t.db"])
+    settings = cli.settings_from_args(args)
+    assert settings.journal_path == Path.home() / "j.db"
+    assert settings.token_store_path == Path.home() / "t.db"
 
 
 def test_module_help() -> None:
@@ -78,8 +99,14 @@ def test_module_help() -> None:
 
 def test_run_sandbox_points_the_app_at_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[SagaApp] = []
-    monkeypatch.setattr(SagaApp, "run", lambda self, *a, **k: ran.append(self))
-    assert demo.run_sandbox(Settings.from_env().with_overrides(user="erin"), demo=False) == 0
+
+    def run(self: SagaApp, *args: Any, **kwargs: Any) -> None:
+        assert self.settings.home.is_dir()  # the throwaway home exists while the app runs
+        ran.append(self)
+
+    monkeypatch.setattr(SagaApp, "run", run)
+    real = Settings.from_env().with_overrides(user="erin")
+    assert demo.run_sandbox(real, demo=False) == 0
     [app] = ran
     assert app.source_kind == "bus"
     assert app.settings.authority_host.startswith("http://127.0.0.1:")
@@ -87,6 +114,35 @@ def test_run_sandbox_points_the_app_at_the_emulator(monkeypatch: pytest.MonkeyPa
     assert app.settings.user == "erin"
     assert app.settings.journal_path.name == "journal.db"
     assert app.title == "ARC SAGA · sandbox"
+    assert app.actions.export_home == real.home  # exports outlive the throwaway home
+    assert app.exit_on_signals
+    assert not app.settings.home.exists()  # removed on exit
+
+
+async def test_the_app_exits_cleanly_on_sigterm(make_app: Callable[..., SagaApp]) -> None:
+    app = make_app(exit_on_signals=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        loop = asyncio.get_running_loop()
+        assert signal.SIGTERM in loop._signal_handlers  # type: ignore[attr-defined]
+        os.kill(os.getpid(), signal.SIGTERM)
+        await wait_for(pilot, lambda: not app.is_running)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+async def test_core_services_log_out_without_entra(settings: Settings, clock: Clock) -> None:
+    await seed_tokens(settings, clock, {"alice": 3600})
+    services = CoreServices(settings)  # no tenant, no client id: logging out needs neither
+    seen: list[str] = []
+    unsubscribe = subscribe(lambda event: seen.append(event.event))
+    try:
+        assert await services.logout("nobody") is False
+        assert await services.logout("alice") is True
+        assert await services.logout("alice") is False
+    finally:
+        unsubscribe()
+    assert seen == ["logout"]
+    assert SQLiteEncryptedTokenStore.read_token_infos(settings.token_store_path) == []
+    await services.aclose()
 
 
 async def test_core_services_need_configuration(settings: Settings) -> None:
@@ -135,7 +191,7 @@ async def test_sandbox_demo_moves_every_panel(settings: Settings, tmp_path: Path
             answer = app.query_one(AnswerPanel)
             assert answer.text == "Tell me about retries."
             assert "2 attempts" in str(answer.border_subtitle)
-            app._logout("bob")
+            app.actions.logout("bob")  # the auth manager is running: it logs out
             await wait_for(pilot, lambda: tokens.row_count == 2)
             assert sandbox.post_count("devicecode") == 1
     finally:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tui_helpers import T0, make_event, retry_event, write_journal
 
 from saga_magic.core.events import JournalReader, log_with_context, subscribe
-from saga_tui.export import default_export_path, export_jsonl
+from saga_tui.export import ExportCancelled, default_export_path, export_jsonl
 from saga_tui.filters import EventFilter, level_rank
 from saga_tui.messages import LogEntry
 from saga_tui.retries import RetryTracker
 from saga_tui.sources import BusSource, JournalTail, iter_matching, read_history
 from saga_tui.timefmt import format_ago, format_clock_time, format_countdown, format_duration
+from saga_tui.widgets.tokens_panel import short_scopes
 
 # -- time formatting ------------------------------------------------------------------------------
 
@@ -82,21 +84,45 @@ def test_text_matches_name_user_op_and_compact_context() -> None:
     assert not EventFilter(text="nothing-like-it").matches(make_event())
 
 
-def test_key_value_text_matches_what_the_panel_shows() -> None:
-    retry = retry_event(reason="429", wait_s=1.5)
+def test_key_value_text_matches_exactly() -> None:
+    retry = retry_event(reason="429", wait_s=2.0)
     assert EventFilter(text="reason=429").matches(retry)
-    assert EventFilter(text="REASON=42").matches(retry)
-    assert EventFilter(text="wait_s=1.5").matches(retry)
+    assert EventFilter(text="REASON='429'").matches(retry)
+    assert not EventFilter(text="reason=42").matches(retry)  # not a substring match
+    assert EventFilter(text="wait_s=2").matches(retry)  # numbers compare as numbers
+    assert EventFilter(text="wait_s=2.00").matches(retry)
+    assert not EventFilter(text="wait_s=abc").matches(retry)
     assert not EventFilter(text="reason=503").matches(retry)
     assert not EventFilter(text="missing=1").matches(retry)
     assert EventFilter(text="op_id=op1").matches(retry)
-    assert EventFilter(text="level=warn").matches(retry)
+    assert not EventFilter(text="op_id=op").matches(retry)
+    assert EventFilter(text="level=warning").matches(retry)
+    assert not EventFilter(text="level=warn").matches(retry)
     assert not EventFilter(text="user_id=bob").matches(retry)
     assert not EventFilter(text="user_id=x").matches(make_event(user=None))
-    assert EventFilter(text="reason=429").query_kwargs()["text"] == '"reason":'
-    assert EventFilter(text="event=retry").query_kwargs()["text"] == "retry"
-    assert EventFilter(text="event=").query_kwargs()["text"] is None
-    assert EventFilter(text="level=error").query_kwargs()["text"] is None
+    assert EventFilter(text="n=12345").matches(make_event(n=12345))
+    assert not EventFilter(text="n=12345").matches(make_event(n=912345))
+    assert EventFilter(text="ok=true").matches(make_event(ok=True))
+    assert not EventFilter(text="ok=1").matches(make_event(ok=True))
+    assert EventFilter(text='reason="a b"').matches(make_event(reason="A b"))
+    assert EventFilter(text='x={"a":1}').matches(make_event(x={"a": 1}))
+    assert not EventFilter(text="nan=nan").matches(make_event(nan=1.0))
+
+
+def test_key_value_text_narrows_in_sql() -> None:
+    def sql(text: str) -> object:
+        return EventFilter(text=text).query_kwargs()["text"]
+
+    assert sql("reason=timeout") == '"reason":"timeout'
+    assert sql("n=12345") == "12345"  # a number, or a string of digits ("429")
+    assert sql("wait_s=2.0") == "2"
+    assert sql("wait_s=1.5") == "1.5"
+    assert sql("ok=true") == '"ok":true'
+    assert sql('reason=a"b') == '"reason":'
+    assert sql("reason=") == '"reason":'
+    assert sql("event=copilot_retry") == "copilot_retry"
+    assert sql("event=") is None
+    assert sql("level=error") is None
     assert EventFilter(text="reason=429").needs_recheck
     assert not EventFilter(text="429").needs_recheck
 
@@ -114,6 +140,15 @@ def test_render_value() -> None:
 def test_filter_replace_keeps_the_rest() -> None:
     flt = EventFilter(level="ERROR").replace(user="bob")
     assert (flt.level, flt.user) == ("ERROR", "bob")
+
+
+def test_short_scopes() -> None:
+    assert short_scopes(["https://cognitiveservices.azure.com/.default", "offline_access"]) == (
+        "cognitiveservices/.default"
+    )
+    assert short_scopes(["openid", "profile"]) == "-"
+    long = short_scopes(["api://a-very-long-application-id/.default", "User.Read"], limit=20)
+    assert (len(long), long[-1]) == (20, "…")
 
 
 # -- retry tracker --------------------------------------------------------------------------------
@@ -154,6 +189,77 @@ def test_tracker_marks_failures_and_ignores_unrelated_events() -> None:
     assert (state.kind, state.outcome) == ("token refresh", "failed")
 
 
+def test_tracker_marks_silent_operations_stale_then_drops_them() -> None:
+    tracker = RetryTracker(linger=5, grace=30)
+    tracker.apply([retry_event(op="gone", wait_s=4)])  # next attempt at T0 + 4
+    assert not tracker.prune(T0 + 33)
+    tracker.apply([make_event("copilot_request_adapted", op="gone", ts=T0 + 10)])  # news
+    assert not tracker.prune(T0 + 39)
+    assert tracker.prune(T0 + 40)
+    [state] = tracker.states
+    assert (state.outcome, state.ended_at) == ("unknown", T0 + 40)
+    assert not tracker.apply([make_event("copilot_request_complete", op="gone", ts=T0 + 41)])
+    assert tracker.prune(T0 + 45)
+    assert tracker.states == []
+
+
+def test_tracker_knows_every_retry_event_and_lease_handovers() -> None:
+    tracker = RetryTracker()
+    tracker.apply(
+        [
+            retry_event("device_code_retry", op="d"),
+            retry_event("future_thing_retry", op="f"),
+            retry_event("token_refresh_retry", op="t"),
+            make_event("token_refresh_failed", op="t", code="lease_lost"),
+        ]
+    )
+    kinds = {state.op_id: (state.kind, state.outcome) for state in tracker.states}
+    assert kinds == {
+        "d": ("device code", None),
+        "f": ("future thing", None),
+        "t": ("token refresh", None),  # another process took the refresh over: still waiting
+    }
+    tracker.apply([make_event("device_code_issued", op="d")])
+    assert tracker.get("d").outcome == "succeeded"  # type: ignore[union-attr]
+
+
+def test_tracker_counts_the_attempt_that_ended_the_operation() -> None:
+    tracker = RetryTracker()
+    tracker.apply(
+        [
+            retry_event(op="ok", attempt=2, wait_s=4),
+            retry_event(op="told", attempt=2, wait_s=4),
+            retry_event(op="late", attempt=2, wait_s=4),
+            retry_event(op="early", attempt=2, wait_s=4),
+        ]
+    )
+    tracker.apply(
+        [
+            make_event("copilot_request_complete", op="ok", ts=T0 + 5),
+            make_event("copilot_request_complete", op="told", ts=T0 + 5, attempts=7),
+            make_event("copilot_error", op="late", ts=T0 + 5),
+            make_event("copilot_error", op="early", ts=T0 + 1),  # deadline during the wait
+        ]
+    )
+    attempts = {state.op_id: state.attempt for state in tracker.states}
+    assert attempts == {"ok": 3, "told": 7, "late": 3, "early": 2}
+
+
+def test_tracker_discards_the_apps_own_cancelled_call() -> None:
+    tracker = RetryTracker()
+    tracker.apply(
+        [
+            retry_event(op="mine", ts=T0 + 5),
+            retry_event(op="older", ts=T0 - 60),
+            retry_event("token_refresh_retry", op="token", ts=T0 + 5),
+            make_event("copilot_retry", op="other", ts=T0 + 5, user="bob"),
+        ]
+    )
+    assert tracker.discard(pid=4242, kind="chat request", since=T0, user_id="alice")
+    assert {state.op_id for state in tracker.states} == {"older", "token", "other"}
+    assert not tracker.discard(pid=1, kind="chat request", since=T0)
+
+
 def test_tracker_tolerates_odd_context() -> None:
     tracker = RetryTracker()
     tracker.apply([make_event("copilot_retry", op="x", attempt="2", wait_s=True)])
@@ -177,7 +283,36 @@ def test_export_writes_one_json_object_per_line(tmp_path: Path) -> None:
     second = default_export_path(tmp_path, T0)
     assert second.name == "events-20231114-221320-2.jsonl"
     with pytest.raises(FileExistsError):
-        export_jsonl([], path)
+        export_jsonl(entries, path)
+    assert export_jsonl([], second) == 0  # nothing to write: no file
+    assert not second.exists()
+
+
+def test_export_creates_a_private_home(tmp_path: Path) -> None:
+    home = tmp_path / "new" / "home"
+    path = default_export_path(home, T0)
+    assert (home.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o700, 0o700)
+
+
+def test_export_removes_a_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    entries = [LogEntry(i, make_event(seq=i)) for i in range(5)]
+    checks = iter([False, False, True])
+    with pytest.raises(ExportCancelled):
+        export_jsonl(entries, path, cancelled=lambda: next(checks))
+    assert not path.exists()
+
+    def failing() -> Iterator[LogEntry]:
+        yield entries[0]
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        export_jsonl(failing(), path)
+    assert not path.exists()
+    ends = iter([False, True])  # the source stopped early because it was cancelled
+    with pytest.raises(ExportCancelled):
+        export_jsonl(entries[:1], path, cancelled=lambda: next(ends))
+    assert not path.exists()
 
 
 def test_export_falls_back_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +334,6 @@ def test_tail_reads_backlog_then_new_rows(tmp_path: Path) -> None:
         assert tail.poll() == []
         write_journal(path, [make_event(ts=T0 + i) for i in range(5)])
         assert tail.exists()
-        assert tail.label == f"journal {path}"
         backlog = tail.backlog(2)
         assert [entry.rowid for entry in backlog] == [4, 5]
         write_journal(path, [make_event("logout", ts=T0 + 9)])
@@ -271,6 +405,29 @@ def test_tail_run_reports_errors_and_stops_when_cancelled(tmp_path: Path) -> Non
     assert "DatabaseError" in states[0][1]
 
 
+def test_tail_run_retries_the_backlog_until_the_journal_is_fixed(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    path.write_bytes(b"this is not a database" * 100)
+    tail = JournalTail(path)
+    batches: list[list[int]] = []
+    states: list[str] = []
+
+    def status(state: str, detail: str) -> None:
+        states.append(state)
+        if state == "error" and states.count("error") == 2:
+            path.unlink()  # the user fixes it: a valid journal appears in its place
+            write_journal(path, [make_event(ts=T0 + i) for i in range(6)])
+
+    def deliver(batch: list[LogEntry]) -> None:
+        batches.append([entry.rowid or 0 for entry in batch])
+        tail.stop()
+
+    tail.run(deliver, status, backlog=4, interval=0.001)
+    tail.close()
+    assert states == ["error", "error", "live"]
+    assert batches == [[3, 4, 5, 6]]  # the backlog, read once the file was fixed
+
+
 def test_history_pages_filter_in_sql(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     write_journal(
@@ -289,12 +446,13 @@ def test_history_pages_filter_in_sql(tmp_path: Path) -> None:
         page, after, exhausted = read_history(reader, before=1, event_filter=errors, limit=2)
         assert (page, after, exhausted) == ([], 1, True)
         # key=value: narrowed in SQL, confirmed in Python; the cursor moves even on empty pages
-        seq = EventFilter(text="seq=7")
+        seq = EventFilter(text="seq=1")  # SQL finds "1" in every row (op_id "op1"): Python checks
         page, after, exhausted = read_history(reader, before=None, event_filter=seq, limit=2)
         assert (page, after, exhausted) == ([], 9, False)
-        page, after, exhausted = read_history(reader, before=9, event_filter=seq, limit=2)
-        assert [entry.event.context["seq"] for entry in page] == [7]
-        assert [e.rowid for e in iter_matching(reader, seq, page=3)] == [8]
+        page, after, exhausted = read_history(reader, before=9, event_filter=seq, limit=8)
+        assert [entry.event.context["seq"] for entry in page] == [1]
+        assert [e.rowid for e in iter_matching(reader, seq, page=3)] == [2]
+        assert list(iter_matching(reader, EventFilter(), cancelled=lambda: True)) == []
         everything = list(iter_matching(reader, EventFilter(), page=3))
         assert [entry.rowid for entry in everything] == list(range(1, 11))
         assert len(list(iter_matching(reader, errors, page=2))) == 4

@@ -86,6 +86,11 @@ def test_main_screen(snap_compare: Any, snap_app: SagaApp) -> None:
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=_populate)
 
 
+def test_main_screen_at_80x24(snap_compare: Any, snap_app: SagaApp) -> None:
+    """The smallest usual terminal: events get most of the height, the path is cut last."""
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=_populate)
+
+
 def test_detail_modal(snap_compare: Any, snap_app: SagaApp) -> None:
     async def run_before(pilot: Any) -> None:
         await _populate(pilot)

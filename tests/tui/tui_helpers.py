@@ -111,6 +111,7 @@ class FakeServices:
     fail: dict[str, BaseException] = field(default_factory=dict)
     answer: tuple[str, ...] = ("Hello", ", ", "world")
     before_answer: Callable[[], Awaitable[None]] | None = None
+    before_refresh: Callable[[], Awaitable[object]] | None = None
     login_gate: asyncio.Event = field(default_factory=asyncio.Event)
     polls: int = 0
     closed: bool = False
@@ -123,6 +124,8 @@ class FakeServices:
 
     async def refresh(self, user_id: str) -> str:
         self.calls.append(("refresh", user_id))
+        if self.before_refresh is not None:
+            await self.before_refresh()
         self._maybe_fail("refresh")
         return "new-token"
 
