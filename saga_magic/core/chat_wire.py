@@ -352,7 +352,7 @@ def parse_error_body(content: bytes) -> ErrorBody:
     """
     try:
         body = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _said("C", content.decode("utf-8", "replace"))
     if not isinstance(body, dict):
         return _said("C", str(body))
@@ -569,7 +569,7 @@ def _loads(text: str) -> object:
     # the whole text, i.e. the answer) on the __context__ of what the caller raises next.
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _NOT_JSON
 
 

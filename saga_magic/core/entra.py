@@ -491,7 +491,8 @@ class EntraClient:
         body: Mapping[str, Any] = payload if payload is not None else {}
         error = _text(body.get("error"))
         description = _text(body.get("error_description")) or ""
-        first_line = description.strip().splitlines()[0][:_MAX_DESCRIPTION] if description else ""
+        lines = description.strip().splitlines()
+        first_line = lines[0][:_MAX_DESCRIPTION] if lines else ""
         codes = _error_codes(body)
         summary = f"{what} failed: HTTP {status}"
         if error:

@@ -187,7 +187,7 @@ def parse_cell_options(magic: Callable[..., Any], line: str) -> CellOptions:
         UsageError: an unknown option, a malformed value, or a value out of range.
     """
     parser: MagicArgumentParser = cast("Any", magic).parser
-    args = parser.parse_args(_split(line))
+    args = _single_values(parser, parser.parse_args(_split(line)))
     if args.format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}; got {args.format!r}")
     if args.max_tokens is not None and args.max_tokens <= 0:
@@ -383,7 +383,19 @@ def parse_subcommand(line: str) -> tuple[str, Any]:
         )
     if {"-h", "--help"} & set(rest):
         return "help", help_parser.parse_args([name])
-    return name, SUBCOMMANDS[name].parser.parse_args(rest)
+    parser = SUBCOMMANDS[name].parser
+    return name, _single_values(parser, parser.parse_args(rest))
+
+
+def _single_values(parser: MagicArgumentParser, args: Any) -> Any:
+    # argparse turns an attached "--" (``--user=--``, ``-o--``) into ``[]`` even for a
+    # single-value option: refuse it here rather than pass a list on.
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if isinstance(value, list) and action.nargs in (None, "?"):
+            name = max(action.option_strings, key=len, default=action.dest)
+            raise UsageError(f"{name} needs a value, got '--'")
+    return args
 
 
 def usage_lines() -> str:

@@ -183,3 +183,20 @@ def test_new_subcommand_options() -> None:
     assert parse_subcommand("memory --chars 500")[1].chars == 500
     assert parse_subcommand("log --event retry -n 3")[1].event == "retry"
     assert parse_subcommand("log")[1].event is None
+
+
+@pytest.mark.parametrize("line", ["--user=--", "-o--", "--max-tokens=--", "--system=--"])
+def test_an_attached_double_dash_is_a_usage_error(line: str) -> None:
+    with pytest.raises(UsageError, match="needs a value"):
+        parse_cell_options(_cell, line)
+
+
+@pytest.mark.parametrize("line", ["log --event=--", "log -n--", "memory --turns=--"])
+def test_an_attached_double_dash_in_a_subcommand_is_a_usage_error(line: str) -> None:
+    with pytest.raises(UsageError, match="needs a value"):
+        parse_subcommand(line)
+
+
+def test_list_options_still_take_lists() -> None:
+    name, args = parse_subcommand("sandbox --script chat 429 ok")
+    assert (name, args.script) == ("sandbox", ["chat", "429", "ok"])

@@ -665,3 +665,14 @@ def test_stream_bad_json_quotes_the_event_only_on_request() -> None:
     assert "dawn" not in str(info.value)
     with pytest.raises(TransientError, match="The secret plan"):
         parse_stream_event(data, preview=True)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_deeply_nested_json_is_a_parse_error_not_a_crash() -> None:
+    assert isinstance(classify_failure(502, {}, DEEP, now=0.0).error, TransientError)
+    with pytest.raises(TransientError):
+        parse_completion(DEEP)
+    with pytest.raises(TransientError):
+        parse_stream_event(DEEP.decode())

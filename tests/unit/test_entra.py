@@ -507,3 +507,10 @@ async def test_poll_success_and_secret_scrubbing(make: Factory) -> None:
     assert device_code not in str(caught.value)
     grant = await boundary.poll_device_code(device_code)
     assert grant.refresh_token is not None
+
+
+async def test_a_whitespace_only_description_is_still_classified(make: Factory) -> None:
+    reply = httpx.Response(400, json={"error": "invalid_grant", "error_description": " \r\n"})
+    error = await refresh_error(make, reply)
+    assert type(error) is AuthenticationError
+    assert error.code == "invalid_grant"
