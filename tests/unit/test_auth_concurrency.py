@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,7 +14,6 @@ from auth_helpers import (
     FakeStore,
     Harness,
     PlainStore,
-    build,
     oauth_error,
     secret,
     token_ok,
@@ -29,40 +28,11 @@ from saga_magic.core.errors import (
     RequestTimeoutError,
     TransientError,
 )
-from saga_magic.core.events import Event, subscribe
+from saga_magic.core.events import Event
 from saga_magic.core.protocols import RefreshCooldown
 from saga_magic.core.refresh import OPPORTUNISTIC_QUIET, LocalCoordinator
 
 Make = Callable[..., Harness]
-
-
-@pytest.fixture
-def events() -> Iterator[list[Event]]:
-    seen: list[Event] = []
-    unsubscribe = subscribe(seen.append)
-    yield seen
-    unsubscribe()
-
-
-@pytest.fixture
-async def make(fake_clock: Any) -> AsyncIterator[Make]:
-    built: list[Harness] = []
-
-    def factory(store: Any = None, **options: Any) -> Harness:
-        store = FakeStore() if store is None else store
-        manager, entra, client = build(store, fake_clock, **options)
-        built.append(Harness(manager, store, entra, fake_clock, client))
-        return built[-1]
-
-    yield factory
-    for harness in built:
-        await harness.manager.close()
-        await harness.client.aclose()
-
-
-@pytest.fixture
-def h(make: Make) -> Harness:
-    return make()
 
 
 # -- single flight in the process ---------------------------------------------------------------

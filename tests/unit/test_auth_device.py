@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +15,6 @@ from auth_helpers import (
     FakeStore,
     Harness,
     PlainStore,
-    build,
     device_ok,
     oauth_error,
     secret,
@@ -32,40 +31,11 @@ from saga_magic.core.errors import (
     TokenStorageError,
     TransientError,
 )
-from saga_magic.core.events import Event, subscribe
+from saga_magic.core.events import Event
 from saga_magic.core.types import TokenInfo
 
 Make = Callable[..., Harness]
 PENDING = (400, "authorization_pending", (70016,))
-
-
-@pytest.fixture
-def events() -> Iterator[list[Event]]:
-    seen: list[Event] = []
-    unsubscribe = subscribe(seen.append)
-    yield seen
-    unsubscribe()
-
-
-@pytest.fixture
-async def make(fake_clock: Any) -> AsyncIterator[Make]:
-    built: list[Harness] = []
-
-    def factory(store: Any = None, **options: Any) -> Harness:
-        store = FakeStore() if store is None else store
-        manager, entra, client = build(store, fake_clock, **options)
-        built.append(Harness(manager, store, entra, fake_clock, client))
-        return built[-1]
-
-    yield factory
-    for harness in built:
-        await harness.manager.close()
-        await harness.client.aclose()
-
-
-@pytest.fixture
-def h(make: Make) -> Harness:
-    return make()
 
 
 def pending() -> httpx.Response:

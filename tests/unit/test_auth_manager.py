@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,7 +23,6 @@ from auth_helpers import (
     PlainStore,
     assert_clean_chain,
     b64,
-    build,
     html,
     make_jwt,
     oauth_error,
@@ -45,7 +44,7 @@ from saga_magic.core.errors import (
     TokenStorageError,
     TransientError,
 )
-from saga_magic.core.events import Event, subscribe
+from saga_magic.core.events import Event
 from saga_magic.core.protocols import RefreshCooldown
 from saga_magic.core.refresh import (
     AUTH_COOLDOWN,
@@ -58,36 +57,6 @@ from saga_magic.core.refresh import (
 Make = Callable[..., Harness]
 EXP_NAN = "a." + b64(b'{"exp": NaN}') + ".c"
 NOT_UTF8 = f"a.{b64(bytes([0xFF, 0xFE]))}.c"
-
-
-@pytest.fixture
-def events() -> Iterator[list[Event]]:
-    seen: list[Event] = []
-    unsubscribe = subscribe(seen.append)
-    yield seen
-    unsubscribe()
-
-
-@pytest.fixture
-async def make(fake_clock: Any) -> AsyncIterator[Make]:
-    built: list[Harness] = []
-
-    def factory(store: Any = None, **options: Any) -> Harness:
-        store = FakeStore() if store is None else store
-        manager, entra, client = build(store, fake_clock, **options)
-        harness = Harness(manager, store, entra, fake_clock, client)
-        built.append(harness)
-        return harness
-
-    yield factory
-    for harness in built:
-        await harness.manager.close()
-        await harness.client.aclose()
-
-
-@pytest.fixture
-def h(make: Make) -> Harness:
-    return make()
 
 
 def names(events: list[Event]) -> list[str]:
