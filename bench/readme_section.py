@@ -112,12 +112,11 @@ def section(data: dict[str, Any]) -> str:
         hits = sum(c["hits"] for c in canaries)
         texts = sum(c["texts_scanned"] for c in canaries)
         proofs.append(f"secret canary (core, notebook, TUI): {hits} leaks in {texts:,} texts")
-    if "fuzz" in torture:
-        f = torture["fuzz"]
-        proofs.append(
-            f"fuzzing: {f['examples']:,} examples, {f['undocumented_exceptions']} "
-            "undocumented exceptions"
-        )
+    fuzzed = [torture[name] for name in ("fuzz", "fuzz_magic") if name in torture]
+    if fuzzed:
+        examples = sum(f["examples"] for f in fuzzed)
+        bad = sum(f["undocumented_exceptions"] for f in fuzzed)
+        proofs.append(f"fuzzing: {examples:,} examples, {bad} undocumented exceptions")
     if proofs:
         lines += ["Torture tests at full size: " + "; ".join(proofs) + ".", ""]
     return "\n".join(lines)

@@ -172,6 +172,7 @@ def _torture_tables(folder: Path) -> tuple[str, dict[str, Any]]:
     for name in sorted(set(figures) - known):  # a torture test added later: its flat figures
         flat = {k: v for k, v in figures[name].items() if not isinstance(v, list | dict)}
         rows.append([name, "", ", ".join(f"{k}: {v}" for k, v in flat.items())])
+    rows.sort(key=lambda row: row[0][:2] if row[0][:1].isdigit() else "9")  # by item, stable
     parts = [table(["item", "size", "result"], rows), ""]
     if hostile:
         parts += ["### Hostile files", ""]

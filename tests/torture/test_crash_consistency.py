@@ -82,7 +82,7 @@ async def test_sigkill_during_refresh_cycles(tmp_path: Path, scale: Scale, repor
     rng = random.Random(20240601)
     key = SQLiteEncryptedTokenStore.generate_key()
     db = tmp_path / "tokens.db"
-    min_kills, min_cycles = scale.pick(30, 100), scale.pick(0, 1000)
+    min_kills, min_cycles = scale.pick(25, 100), scale.pick(0, 1000)
     kills = unsignaled = 0
     window_hits: set[tuple[str, str]] = set()
     cycles_per_kill: list[int] = []
