@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,20 @@ def _text(cell: Any) -> str:
     return _ANSI.sub("", "\n".join(parts))
 
 
+def _raw(cell: Any) -> str:
+    """Every output of a cell, every mime type, as JSON text."""
+    return json.dumps(cell.get("outputs", []))
+
+
+SECRETS_SOURCE = """\
+import json
+_state = get_ipython().magics_manager.registry["CopilotMagics"].session.sandbox.state
+with _state.lock:
+    _issued = [*_state.access_tokens, *_state.refresh_tokens, *_state.device_flows]
+print(json.dumps(_issued))
+"""
+
+
 def _cell(nb: Any, source_start: str) -> Any:
     return next(cell for cell in nb.cells if cell.source.startswith(source_start))
 
@@ -43,6 +60,10 @@ def test_quickstart_runs_on_a_real_kernel(tmp_path: Path, monkeypatch: pytest.Mo
     )
     probe["id"] = "probe"
     nb.cells.insert(0, probe)
+    # Test-only cell before the final %unload_ext: every secret the kernel's sandbox issued.
+    secrets_cell = nbformat.v4.new_code_cell(SECRETS_SOURCE)
+    secrets_cell["id"] = "issued-secrets"
+    nb.cells.insert(len(nb.cells) - 1, secrets_cell)
     home = tmp_path / "arc_saga_home"
     env = {
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
@@ -108,6 +129,19 @@ def test_quickstart_runs_on_a_real_kernel(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert (home / "journal.db").exists()
     assert (home / "sandbox_tokens.db").exists()
+
+    # Secret canary (issue 6, item 3): nothing the sandbox issued reaches an output or the journal.
+    issued = next(cell for cell in nb.cells if cell.get("id") == "issued-secrets")
+    nb.cells.remove(issued)
+    secrets = json.loads(_text(issued).strip().splitlines()[-1])
+    assert len(secrets) >= 3  # access and refresh tokens, a device code
+    shown = "\n".join(_raw(cell) for cell in nb.cells)
+    with contextlib.closing(sqlite3.connect(home / "journal.db")) as journal:
+        rows = "\n".join(str(row) for row in journal.execute("SELECT * FROM events"))
+    for secret in secrets:
+        for piece in (secret, secret[:16], secret[-16:]):
+            assert piece not in shown
+            assert piece not in rows
     assert not (home / "tokens.db").exists()  # the sandbox never touches the real token store
 
 
