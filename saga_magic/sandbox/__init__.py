@@ -65,8 +65,7 @@ body-shaping variants in stream form (:func:`saga_magic.sandbox.stream.sse_event
 from __future__ import annotations
 
 from .faults import CATALOGUE, FaultKind, FaultSpec, Outcome, fault_names, parse_outcome
-from .sandbox import Sandbox
-from .state import (
+from .records import (
     DEFAULT_API_VERSION,
     DEFAULT_CLIENT_ID,
     DEFAULT_SCOPE,
@@ -76,6 +75,7 @@ from .state import (
     DeviceCodeInfo,
     RecordedRequest,
 )
+from .sandbox import Sandbox
 from .tokens import decode_jwt_claims, fingerprint
 
 __all__ = [

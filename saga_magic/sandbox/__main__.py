@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
 
+from .records import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID
 from .sandbox import Sandbox
-from .state import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID
 
 __all__ = ["build_parser", "main"]
 

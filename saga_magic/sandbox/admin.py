@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from .issuance import issue_token_response, split_scopes
-from .state import DEFAULT_SCOPE, SandboxState, SecretState
+from .records import DEFAULT_SCOPE, SecretState
+from .state import SandboxState
 
 __all__ = ["EntraAdmin"]
 

@@ -32,8 +32,9 @@ from .chat_errors import ErrorAnswer
 from .common import conclude, deliver, json_bytes, record_request, take_outcome
 from .faults import CHAT, Outcome
 from .issuance import COGNITIVE_AUDIENCE
+from .records import Deployment
 from .server import Reply, Request
-from .state import Deployment, SandboxState
+from .state import SandboxState
 from .stream import STREAM_FAULTS, Answer, completion_body, sse_events
 
 __all__ = ["ChatRoute", "handle_chat", "match_chat_route"]

@@ -9,8 +9,9 @@ from urllib.parse import parse_qsl
 
 from .faults import Outcome
 from .masking import mask_body
+from .records import RecordedRequest
 from .server import Ending, Reply, Request
-from .state import RecordedRequest, SandboxState
+from .state import SandboxState
 
 __all__ = [
     "basic_credentials",

@@ -39,8 +39,8 @@ from urllib.parse import urlsplit
 
 from .common import json_reply
 from .faults import CATALOGUE, ENDPOINTS, fault_names
+from .records import DEFAULT_SCOPE, Deployment
 from .server import Reply, Request
-from .state import DEFAULT_SCOPE, Deployment
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox

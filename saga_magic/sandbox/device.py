@@ -13,8 +13,9 @@ import time
 from typing import Final
 
 from .common import parse_form
+from .records import DeviceFlow, DeviceState
 from .server import Reply, Request
-from .state import DeviceFlow, DeviceState, SandboxState
+from .state import SandboxState
 from .tokens import new_secret
 
 __all__ = [

@@ -54,8 +54,9 @@ from .entra_errors import (
 )
 from .faults import DEVICECODE, TOKEN, Outcome
 from .issuance import issue_token_response, split_scopes
+from .records import DeviceState, SecretState
 from .server import Reply, Request
-from .state import DeviceState, SandboxState, SecretState
+from .state import SandboxState
 
 __all__ = [
     "DEVICE_CODE_GRANT",

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Final
 
-from .state import AccessTokenRecord, RefreshTokenRecord, SandboxState
+from .records import AccessTokenRecord, RefreshTokenRecord
+from .state import SandboxState
 from .tokens import b64url_json, mint_jwt, new_secret
 
 __all__ = [

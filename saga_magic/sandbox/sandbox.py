@@ -11,8 +11,7 @@ from . import device
 from .admin import EntraAdmin
 from .app import Router
 from .catalogue import check_endpoint
-from .server import HttpServer, check_loopback
-from .state import (
+from .records import (
     DEFAULT_API_VERSION,
     DEFAULT_CLIENT_ID,
     DEFAULT_TENANT_ID,
@@ -21,8 +20,9 @@ from .state import (
     DeviceCodeInfo,
     RecordedRequest,
     SandboxConfig,
-    SandboxState,
 )
+from .server import HttpServer, check_loopback
+from .state import SandboxState
 from .tokens import new_secret
 
 __all__ = ["Sandbox"]

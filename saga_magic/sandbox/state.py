@@ -18,11 +18,6 @@ from .catalogue import CHAT, ENDPOINTS, check_endpoint
 from .faults import Outcome, parse_outcome
 from .masking import mask_headers, mask_query
 from .records import (
-    DEFAULT_API_VERSION,
-    DEFAULT_CLIENT_ID,
-    DEFAULT_SCOPE,
-    DEFAULT_TENANT_ID,
-    DEFAULT_USER,
     AccessTokenRecord,
     Deployment,
     DeviceCodeInfo,
@@ -36,24 +31,7 @@ from .records import (
     default_deployments,
 )
 
-__all__ = [
-    "DEFAULT_API_VERSION",
-    "DEFAULT_CLIENT_ID",
-    "DEFAULT_SCOPE",
-    "DEFAULT_TENANT_ID",
-    "DEFAULT_USER",
-    "AccessTokenRecord",
-    "Deployment",
-    "DeviceCodeInfo",
-    "DeviceFlow",
-    "DeviceState",
-    "RecordedRequest",
-    "RefreshTokenRecord",
-    "SandboxConfig",
-    "SandboxState",
-    "SecretState",
-    "UserRecord",
-]
+__all__ = ["SandboxState"]
 
 
 REQUEST_LOG_LIMIT: Final = 10_000

@@ -10,7 +10,8 @@ from saga_magic.sandbox import Outcome, Sandbox, control, decode_jwt_claims, iss
 from saga_magic.sandbox import state as state_module
 from saga_magic.sandbox.device import create_flow, decline, wait_for_user_code
 from saga_magic.sandbox.issuance import resource_of
-from saga_magic.sandbox.state import SandboxConfig, SandboxState
+from saga_magic.sandbox.records import SandboxConfig
+from saga_magic.sandbox.state import SandboxState
 from saga_magic.sandbox.stream import split_pieces
 from saga_magic.sandbox.tokens import b64url_json, new_secret
 
